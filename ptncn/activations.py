@@ -1,0 +1,143 @@
+"""Activation and output functions, looked up by name.
+
+P-TNCN never differentiates its activations (LRA needs no derivatives), so any
+function of the pre-activation works: smooth ones (tanh), piecewise ones (relu),
+non-differentiable ones (sign, step) and stochastic ones (binary Bernoulli units).
+
+Every activation has the signature ``f(h, rng) -> array``: ``h`` is a float32
+array, ``rng`` the model's seeded ``numpy.random.Generator`` (only stochastic
+units use it).  A user callable of one argument ``f(h)`` is accepted too and
+wrapped.  Functions return new arrays and never modify ``h``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+import numpy as np
+
+Activation = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+_GELU_C = np.float32(np.sqrt(2.0 / np.pi))
+
+
+def tanh(h, rng=None):
+    return np.tanh(h)
+
+
+def ltanh(h, rng=None):
+    """LeCun's scaled tanh, 1.7159 * tanh(2h/3)."""
+    return np.float32(1.7159) * np.tanh(h * np.float32(2.0 / 3.0))
+
+
+def relu(h, rng=None):
+    return np.maximum(h, np.float32(0.0))
+
+
+def relu6(h, rng=None):
+    return np.clip(h, np.float32(0.0), np.float32(6.0))
+
+
+def sigmoid(h, rng=None):
+    # 0.5 * (1 + tanh(h/2)) is exact in float32 and never overflows.
+    return np.float32(0.5) * (np.float32(1.0) + np.tanh(np.float32(0.5) * h))
+
+
+def sign(h, rng=None):
+    """-1, 0 or +1; sign(0) = 0."""
+    return np.sign(h)
+
+
+def step(h, rng=None):
+    """Heaviside step: 1 where h >= 0, else 0."""
+    return (h >= 0).astype(h.dtype)
+
+
+def gelu(h, rng=None):
+    """GELU, tanh approximation: h/2 * (1 + tanh(sqrt(2/pi) (h + 0.044715 h^3)))."""
+    inner = _GELU_C * (h + np.float32(0.044715) * h * h * h)
+    return np.float32(0.5) * h * (np.float32(1.0) + np.tanh(inner))
+
+
+def identity(h, rng=None):
+    return h.copy()
+
+
+def stochastic_binary(h, rng):
+    """Bernoulli(sigmoid(h)) samples (0/1), drawn from the model's generator."""
+    if rng is None:
+        raise ValueError("stochastic_binary needs the model's random generator")
+    p = sigmoid(h)
+    return (rng.random(h.shape, dtype=np.float32) < p).astype(h.dtype)
+
+
+def softmax(h, rng=None):
+    """Row-wise softmax with the row maximum subtracted before exponentiating."""
+    e = np.exp(h - h.max(axis=1, keepdims=True))
+    e /= e.sum(axis=1, keepdims=True)
+    return e
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "tanh": tanh,
+    "ltanh": ltanh,
+    "relu": relu,
+    "relu6": relu6,
+    "sigmoid": sigmoid,
+    "sign": sign,
+    "step": step,
+    "gelu": gelu,
+    "identity": identity,
+    "stochastic_binary": stochastic_binary,
+}
+
+OUTPUTS: dict[str, Activation] = {
+    "softmax": softmax,
+    "sigmoid": sigmoid,
+    "tanh": tanh,
+    "identity": identity,
+}
+
+
+def _wrap_user(fn: Callable) -> Activation:
+    try:
+        n = len([p for p in inspect.signature(fn).parameters.values()
+                 if p.default is inspect.Parameter.empty
+                 and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)])
+    except (TypeError, ValueError):  # builtins / ufuncs without a signature
+        n = 1
+    if n >= 2:
+        return fn
+
+    def wrapped(h, rng=None):
+        return np.asarray(fn(h), dtype=h.dtype)
+
+    wrapped.__name__ = getattr(fn, "__name__", "user_activation")
+    return wrapped
+
+
+def _resolve(spec, table: dict, kind: str) -> Activation:
+    if callable(spec):
+        return _wrap_user(spec)
+    if isinstance(spec, str) and spec in table:
+        return table[spec]
+    raise ValueError(f"unknown {kind} {spec!r}; known: {', '.join(sorted(table))} "
+                     "(or pass a callable)")
+
+
+def get_activation(spec) -> Activation:
+    """Return the activation for a registry name or a user callable."""
+    return _resolve(spec, ACTIVATIONS, "activation")
+
+
+def get_output(spec) -> Activation:
+    """Return the output function for a registry name or a user callable."""
+    return _resolve(spec, OUTPUTS, "output function")
+
+
+def name_of(spec) -> str:
+    """The name recorded in configs/save files ('<callable:name>' for user functions)."""
+    if isinstance(spec, str):
+        return spec
+    return f"<callable:{getattr(spec, '__name__', 'anonymous')}>"

@@ -1,0 +1,213 @@
+"""Optimizers over dicts of named float32 arrays, updated in place.
+
+Every optimizer takes *directions of descent* ``g`` (for P-TNCN the local LRA
+updates already divided by the batch size) and moves each parameter against
+them.  The semantics follow TensorFlow 1's ``tf.compat.v1.train`` optimizers,
+which the published P-TNCN code uses:
+
+========  ==================================================================
+sgd       p -= lr * g
+momentum  a = mu * a + g;  p -= lr * a
+nesterov  a = mu * a + g;  p -= lr * (g + mu * a)
+adam      t += 1;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+          p -= lr * sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps)
+rmsprop   ms = rho ms + (1-rho) g^2  (ms starts at 1, as in TF1);
+          mom = mu * mom + lr * g / sqrt(ms + eps);  p -= mom
+========  ==================================================================
+
+Two optional extras apply to every optimizer:
+
+* ``weight_decay`` (L2, coupled): ``g += weight_decay * p`` before the update.
+* ``max_norm``: after the update each row of every 2-D parameter is rescaled
+  so that its Euclidean norm is at most ``max_norm``:
+  ``row *= max_norm / max(||row||, max_norm)``.
+
+``step(params, grads)`` may overwrite the arrays in ``grads`` (they are
+scratch space): that keeps the update free of large temporaries.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "Adam", "RMSprop",
+           "make_optimizer", "OPTIMIZERS", "apply_max_norm"]
+
+
+def apply_max_norm(p: np.ndarray, radius: float) -> None:
+    """Rescale, in place, each row of ``p`` to Euclidean norm <= radius."""
+    if p.ndim < 2:
+        return
+    norms = np.sqrt(np.einsum("ij,ij->i", p, p, dtype=np.float32))
+    scale = np.float32(radius) / np.maximum(norms, np.float32(radius))
+    p *= scale[:, None]
+
+
+class Optimizer:
+    """Base class: holds hyperparameters, per-parameter slots and a step count."""
+
+    name = "base"
+    slot_names: tuple[str, ...] = ()
+
+    def __init__(self, lr: float = 0.01, weight_decay: float = 0.0,
+                 max_norm: float = 0.0):
+        if not np.isfinite(lr) or lr < 0:
+            raise ValueError(f"learning rate must be a finite number >= 0, got {lr!r}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.max_norm = float(max_norm)
+        self.t = 0
+        self.slots: dict[str, dict[str, np.ndarray]] = {s: {} for s in self.slot_names}
+
+    # -- configuration -------------------------------------------------------
+    def hyperparams(self) -> dict:
+        return {"name": self.name, "lr": self.lr, "weight_decay": self.weight_decay,
+                "max_norm": self.max_norm}
+
+    def _slot(self, slot: str, key: str, like: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        s = self.slots[slot].get(key)
+        if s is None or s.shape != like.shape:
+            s = np.full(like.shape, fill, dtype=like.dtype)
+            self.slots[slot][key] = s
+        return s
+
+    # -- the update ------------------------------------------------------------
+    def step(self, params: dict, grads: dict) -> None:
+        """Apply one update to every parameter named in ``grads`` (in place)."""
+        self.t += 1
+        for key, g in grads.items():
+            p = params[key]
+            if self.weight_decay > 0.0:
+                g += np.float32(self.weight_decay) * p
+            self._update(key, p, g)
+            if self.max_norm > 0.0:
+                apply_max_norm(p, self.max_norm)
+
+    def _update(self, key: str, p: np.ndarray, g: np.ndarray) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    # -- persistence -----------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"hyperparams": self.hyperparams(), "t": self.t,
+                "slots": {s: {k: v.copy() for k, v in d.items()} for s, d in self.slots.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.t = int(state["t"])
+        self.slots = {s: {k: np.array(v, dtype=np.float32) for k, v in
+                          state["slots"].get(s, {}).items()} for s in self.slot_names}
+
+
+class SGD(Optimizer):
+    name = "sgd"
+
+    def _update(self, key, p, g):
+        g *= np.float32(self.lr)
+        p -= g
+
+
+class Momentum(Optimizer):
+    name = "momentum"
+    slot_names = ("accum",)
+
+    def __init__(self, lr=0.01, momentum=0.9, **kw):
+        super().__init__(lr, **kw)
+        self.momentum = float(momentum)
+
+    def hyperparams(self):
+        return {**super().hyperparams(), "momentum": self.momentum}
+
+    def _update(self, key, p, g):
+        a = self._slot("accum", key, p)
+        a *= np.float32(self.momentum)
+        a += g
+        np.multiply(a, np.float32(self.lr), out=g)
+        p -= g
+
+
+class Nesterov(Momentum):
+    """TensorFlow's Nesterov momentum: a = mu*a + g; p -= lr*(g + mu*a)."""
+
+    name = "nesterov"
+
+    def _update(self, key, p, g):
+        a = self._slot("accum", key, p)
+        mu, lr = np.float32(self.momentum), np.float32(self.lr)
+        a *= mu
+        a += g
+        g *= lr
+        p -= g                          # p -= lr * g
+        np.multiply(a, lr * mu, out=g)  # g is scratch from here on
+        p -= g                          # p -= lr * mu * a
+
+
+class Adam(Optimizer):
+    name = "adam"
+    slot_names = ("m", "v")
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, **kw):
+        super().__init__(lr, **kw)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+
+    def hyperparams(self):
+        return {**super().hyperparams(), "beta1": self.beta1, "beta2": self.beta2,
+                "eps": self.eps}
+
+    def _update(self, key, p, g):
+        m = self._slot("m", key, p)
+        v = self._slot("v", key, p)
+        b1, b2 = np.float32(self.beta1), np.float32(self.beta2)
+        lr_t = np.float32(self.lr * np.sqrt(1.0 - self.beta2 ** self.t)
+                          / (1.0 - self.beta1 ** self.t))
+        m *= b1
+        m += (np.float32(1) - b1) * g
+        v *= b2
+        np.square(g, out=g)
+        g *= np.float32(1) - b2
+        v += g
+        np.sqrt(v, out=g)
+        g += np.float32(self.eps)
+        np.divide(m, g, out=g)
+        g *= lr_t
+        p -= g
+
+
+class RMSprop(Optimizer):
+    name = "rmsprop"
+    slot_names = ("ms", "mom")
+
+    def __init__(self, lr=0.001, rho=0.9, momentum=0.0, eps=1e-10, **kw):
+        super().__init__(lr, **kw)
+        self.rho, self.momentum, self.eps = float(rho), float(momentum), float(eps)
+
+    def hyperparams(self):
+        return {**super().hyperparams(), "rho": self.rho, "momentum": self.momentum,
+                "eps": self.eps}
+
+    def _update(self, key, p, g):
+        ms = self._slot("ms", key, p, fill=1.0)
+        mom = self._slot("mom", key, p)
+        rho = np.float32(self.rho)
+        ms *= rho
+        ms += (np.float32(1) - rho) * np.square(g)
+        # g <- lr * g / sqrt(ms + eps)
+        g *= np.float32(self.lr)
+        g /= np.sqrt(ms + np.float32(self.eps))
+        mom *= np.float32(self.momentum)
+        mom += g
+        p -= mom
+
+
+OPTIMIZERS = {c.name: c for c in (SGD, Momentum, Nesterov, Adam, RMSprop)}
+
+
+def make_optimizer(name: str = "sgd", **kwargs) -> Optimizer:
+    """Build an optimizer by name; unknown names or options raise ValueError."""
+    cls = OPTIMIZERS.get(name)
+    if cls is None:
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"bad option for optimizer {name!r}: {exc}") from None

@@ -1,0 +1,536 @@
+"""The Parallel Temporal Neural Coding Network (Ororbia & Mali, IEEE TNNLS 2020).
+
+Row-vector convention: activities are (batch, units) float32 arrays and a
+layer's input enters as ``a @ M``.  Layer 0 is the data ``x``; latent layers
+are 1..L.  Every name below is the paper's and appears in docs/model.md.
+
+One time step (all layers in parallel, from the previous step's state
+``x_prev, s_1..s_L``; ``s_0 = x_prev``)::
+
+    h_l   = s_{l-1} @ M_l + s_l @ V_l + s_{l+1} @ U_l     (U_l: l < L, zeta > 0)
+            (zeta == 0: no U terms, and the top layer drops s_{L-1} @ M_L)
+    z_l   = phi(h_l)
+    mu_l  = z_{l+1} @ W_{l+1}          (l < L)        x_mu = out(z_1 @ W_1)
+    e_0   = (x_mu - x) * m             e_l = (mu_l - z_l) * m
+    d_L   = e_{L-1} @ E_L              d_l = e_{l-1} @ E_l - alpha * e_l   (l < L)
+    y_l   = phi(h_l - beta * d_l)
+    eps_l = (z_l - y_l) * m
+
+Local updates (descent directions; each clipped to Frobenius norm <= clip)::
+
+    dW_1 = z_1.T @ e_0        dW_l = z_l.T @ eps_{l-1}  (l >= 2)
+    dE_l = gamma * dW_l.T     (or, temporal rule, -gamma * e_{l-1}.T @ (eps_l - eps_l_prev))
+    dM_l = s_{l-1}.T @ eps_l  dV_l = s_l.T @ eps_l      dU_l = s_{l+1}.T @ eps_l
+
+divided by the batch size and handed to the optimizer; none on the first step
+of a sequence.  Then ``x_prev = x, s_l = y_l``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import activations as acts
+from .errors import DivergenceError, FormatVersionError, ModelFileError
+from .learner import Learner, ParamDict
+from .optim import Optimizer, make_optimizer
+
+FORMAT_NAME = "ptncn-model"
+FORMAT_VERSION = 1
+F32 = np.float32
+
+
+# ---------------------------------------------------------------------------
+# configuration and state
+# ---------------------------------------------------------------------------
+@dataclass
+class PTNCNConfig:
+    """Everything that defines a P-TNCN (the optimizer is configured separately).
+
+    ``hidden`` lists the latent layer sizes h_1..h_L (L = len(hidden)).
+    """
+
+    x_dim: int
+    hidden: tuple[int, ...] = (1000, 1000)
+    act: Any = "tanh"
+    out: Any = "softmax"
+    beta: float = 0.1
+    alpha: float = 0.001
+    gamma: float = 1.0
+    zeta: float = 1.0
+    clip: float = 1.0
+    wght_sd: float = 0.05
+    err_wght_sd: float = 0.05
+    K: int = 1
+    temporal_error_rule: bool = False
+    seed: int = 1234
+
+    def __post_init__(self):
+        self.hidden = tuple(int(h) for h in self.hidden)
+        if int(self.x_dim) != self.x_dim or self.x_dim < 1:
+            raise ValueError(f"x_dim must be a positive integer, got {self.x_dim!r}")
+        self.x_dim = int(self.x_dim)
+        if len(self.hidden) < 1 or min(self.hidden) < 1:
+            raise ValueError(f"hidden must list >= 1 positive layer sizes, got {self.hidden!r}")
+        if int(self.K) != self.K or self.K < 1:
+            raise ValueError(f"K (correction iterations) must be an integer >= 1, got {self.K!r}")
+        self.K = int(self.K)
+        for name in ("beta", "alpha", "gamma", "zeta", "clip", "wght_sd", "err_wght_sd"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float, np.floating, np.integer)) or not np.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+            setattr(self, name, float(v))
+        if self.zeta < 0:
+            raise ValueError(f"zeta must be >= 0 (0 switches top-down control off), got {self.zeta}")
+        acts.get_activation(self.act)
+        acts.get_output(self.out)
+
+    @property
+    def L(self) -> int:
+        return len(self.hidden)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """(X, h_1, ..., h_L): the size of layer l is sizes[l]."""
+        return (self.x_dim, *self.hidden)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["act"] = acts.name_of(self.act)
+        d["out"] = acts.name_of(self.out)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PTNCNConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown P-TNCN config key(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+
+@dataclass
+class State:
+    """What one sequence carries from step to step (all (batch, units) float32).
+
+    ``s[l-1]`` is layer l's previous corrected state y_l; ``eps_prev[l-1]`` its
+    previous temporal error (used only by the temporal error rule); ``t`` the
+    number of steps taken in the current sequence.
+    """
+
+    x_prev: np.ndarray
+    s: list[np.ndarray]
+    eps_prev: list[np.ndarray]
+    t: int = 0
+
+    @property
+    def batch(self) -> int:
+        return self.x_prev.shape[0]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name == "x_prev":
+            return self.x_prev
+        for prefix, seq in (("eps_prev", self.eps_prev), ("s", self.s)):
+            if name.startswith(prefix) and name[len(prefix):].isdigit():
+                l = int(name[len(prefix):])
+                if 1 <= l <= len(seq):
+                    return seq[l - 1]
+        raise KeyError(f"unknown state name {name!r}")
+
+    def copy(self) -> "State":
+        return State(self.x_prev.copy(), [a.copy() for a in self.s],
+                     [a.copy() for a in self.eps_prev], self.t)
+
+    @classmethod
+    def zeros(cls, batch: int, sizes: Sequence[int]) -> "State":
+        z = [np.zeros((batch, n), F32) for n in sizes[1:]]
+        return cls(np.zeros((batch, sizes[0]), F32), z, [a.copy() for a in z], 0)
+
+
+# ---------------------------------------------------------------------------
+# the equations (pure functions of params, state and input)
+# ---------------------------------------------------------------------------
+def param_shapes(cfg: PTNCNConfig) -> dict[str, tuple[int, int]]:
+    """Names and shapes of every parameter, in the reference's order."""
+    n, L = cfg.sizes, cfg.L
+    shapes: dict[str, tuple[int, int]] = {}
+    for l in range(1, L + 1):
+        shapes[f"W{l}"] = (n[l], n[l - 1])
+        shapes[f"E{l}"] = (n[l - 1], n[l])
+    if cfg.zeta > 0:
+        for l in range(1, L):
+            shapes[f"U{l}"] = (n[l + 1], n[l])
+    for l in range(1, L + 1):
+        shapes[f"M{l}"] = (n[l - 1], n[l])
+    for l in range(1, L + 1):
+        shapes[f"V{l}"] = (n[l], n[l])
+    return shapes
+
+
+def init_params(cfg: PTNCNConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """normal(0, wght_sd) for W, U, M, V and normal(0, err_wght_sd) for E."""
+    out = {}
+    for name, shape in param_shapes(cfg).items():
+        sd = cfg.err_wght_sd if name[0] == "E" else cfg.wght_sd
+        out[name] = rng.standard_normal(shape, dtype=F32) * F32(sd)
+    return out
+
+
+def preactivations(p: dict, state: State, cfg: PTNCNConfig) -> list[np.ndarray]:
+    """h_1..h_L from the previous step's states (index l-1 holds h_l)."""
+    L, on = cfg.L, cfg.zeta > 0
+    s = [state.x_prev, *state.s]
+    hs = []
+    for l in range(1, L + 1):
+        if l < L or on:
+            h = s[l - 1] @ p[f"M{l}"]
+            if l < L and on:
+                h += s[l + 1] @ p[f"U{l}"]
+            h += s[l] @ p[f"V{l}"]
+        else:  # zeta == 0: the top layer runs on its own recurrence
+            h = s[l] @ p[f"V{l}"]
+        hs.append(h)
+    return hs
+
+
+def _errors(p, states, x, m, out_fn, rng, L):
+    """Prediction x_mu, predictions mu_l and error units e_0..e_{L-1} of ``states``."""
+    x_mu = out_fn(states[0] @ p["W1"], rng)
+    e = [(x_mu - x) * m]
+    mus = []
+    for l in range(1, L):
+        mu = states[l] @ p[f"W{l + 1}"]
+        mus.append(mu)
+        e.append((mu - states[l - 1]) * m)
+    return x_mu, mus, e
+
+
+def _perturbations(p, e, alpha, L):
+    """d_1..d_L from the error units e_0..e_{L-1}."""
+    d = []
+    for l in range(1, L + 1):
+        dl = e[l - 1] @ p[f"E{l}"]
+        if l < L:
+            dl -= F32(alpha) * e[l]
+        d.append(dl)
+    return d
+
+
+def forward(p: dict, state: State, x: np.ndarray, m: np.ndarray, cfg: PTNCNConfig,
+            phi, out_fn, rng) -> dict[str, np.ndarray]:
+    """One inference step: every per-step quantity, by name.  Pure (no mutation)."""
+    L = cfg.L
+    hs = preactivations(p, state, cfg)
+    zs = [phi(h, rng) for h in hs[::-1]][::-1]          # drawn top-down, as the reference
+    x_mu, mus, e = _errors(p, zs, x, m, out_fn, rng, L)
+    d = _perturbations(p, e, cfg.alpha, L)
+    ys = [phi(hs[l] - F32(cfg.beta) * d[l], rng) for l in reversed(range(L))][::-1]
+    for _ in range(cfg.K - 1):   # K > 1: re-evaluate the error units at the corrected states
+        _, _, ek = _errors(p, ys, x, m, out_fn, rng, L)
+        dk = _perturbations(p, ek, cfg.alpha, L)
+        ys = [phi(hs[l] - F32(cfg.beta) * dk[l], rng) for l in reversed(range(L))][::-1]
+        d = dk
+    q = {"x": x, "x_mu": x_mu, "e0": e[0]}
+    for l in range(1, L + 1):
+        q[f"h{l}"] = hs[l - 1]
+        q[f"z{l}"] = zs[l - 1]
+        q[f"d{l}"] = d[l - 1]
+        q[f"y{l}"] = ys[l - 1]
+        q[f"eps{l}"] = (zs[l - 1] - ys[l - 1]) * m
+        if l < L:
+            q[f"mu{l}"] = mus[l - 1]
+            q[f"e{l}"] = e[l]
+    return q
+
+
+def clip_frobenius(g: np.ndarray, radius: float) -> np.ndarray:
+    """Scale ``g`` in place so that its Frobenius norm is <= radius (radius <= 0: off)."""
+    if radius > 0:
+        norm = float(np.sqrt(np.vdot(g, g)))
+        if norm > radius:
+            g *= F32(radius / norm)
+    return g
+
+
+def local_updates(p: dict, state: State, q: dict, cfg: PTNCNConfig) -> dict[str, np.ndarray]:
+    """The LRA descent directions (clipped, not yet divided by the batch size)."""
+    L, r, g = cfg.L, cfg.clip, F32(cfg.gamma)
+    s = [state.x_prev, *state.s]
+    d: dict[str, np.ndarray] = {}
+    for l in range(1, L + 1):
+        err_below = q["e0"] if l == 1 else q[f"eps{l - 1}"]
+        dW = clip_frobenius(q[f"z{l}"].T @ err_below, r)
+        d[f"W{l}"] = dW
+        if cfg.temporal_error_rule:
+            e_in = q[f"e{l - 1}"]
+            dE = (e_in.T @ (q[f"eps{l}"] - state.eps_prev[l - 1])) * (-g)
+        else:
+            dE = dW.T * g
+        d[f"E{l}"] = clip_frobenius(np.ascontiguousarray(dE), r)
+    for l in range(1, L + 1):
+        eps = q[f"eps{l}"]
+        if cfg.zeta > 0 and l < L:
+            d[f"U{l}"] = clip_frobenius(s[l + 1].T @ eps, r)
+        d[f"M{l}"] = clip_frobenius(s[l - 1].T @ eps, r)
+        d[f"V{l}"] = clip_frobenius(s[l].T @ eps, r)
+    return d
+
+
+def _first_nonfinite(arrays: dict[str, np.ndarray], names) -> str | None:
+    for name in names:
+        a = arrays[name]
+        # the sum is a cheap screen; confirm element-wise (a sum can overflow)
+        if not np.isfinite(a.sum()) and not np.isfinite(a).all():
+            return name
+    return None
+
+
+# ---------------------------------------------------------------------------
+# the learner
+# ---------------------------------------------------------------------------
+class PTNCN(Learner):
+    """A P-TNCN with its optimizer and the state of the current batch of sequences.
+
+    Example::
+
+        model = PTNCN(x_dim=49, hidden=(250, 250), optimizer="sgd", lr=0.1, seed=0)
+        model.reset(batch=8)
+        for x_t, m_t in sequence:          # x_t: (8, 49), m_t: (8, 1) of 0/1
+            x_mu = model.step(x_t, m_t)    # learns online (learn=False to freeze)
+            z1 = model.quantity("z1")      # or model.quantities["z1"]
+    """
+
+    def __init__(self, x_dim: int, hidden: int | Sequence[int] = 1000, *, layers: int = 2,
+                 act="tanh", out="softmax", beta: float = 0.1, alpha: float = 0.001,
+                 gamma: float = 1.0, zeta: float = 1.0, clip: float = 1.0,
+                 wght_sd: float = 0.05, err_wght_sd: float = 0.05, K: int = 1,
+                 temporal_error_rule: bool = False, seed: int = 1234,
+                 optimizer: str | Optimizer = "nesterov", lr: float = 0.075,
+                 momentum: float = 0.95, weight_decay: float = 0.0, max_norm: float = 0.0,
+                 optimizer_options: dict | None = None):
+        if isinstance(hidden, (int, np.integer)):
+            hidden = (int(hidden),) * int(layers)
+        cfg = PTNCNConfig(x_dim=x_dim, hidden=tuple(hidden), act=act, out=out, beta=beta,
+                          alpha=alpha, gamma=gamma, zeta=zeta, clip=clip, wght_sd=wght_sd,
+                          err_wght_sd=err_wght_sd, K=K,
+                          temporal_error_rule=temporal_error_rule, seed=seed)
+        if isinstance(optimizer, Optimizer):
+            opt = optimizer
+        else:
+            kw = dict(lr=lr, weight_decay=weight_decay, max_norm=max_norm)
+            if optimizer in ("momentum", "nesterov"):
+                kw["momentum"] = momentum
+            kw.update(optimizer_options or {})
+            opt = make_optimizer(optimizer, **kw)
+        self._setup(cfg, opt)
+
+    def _setup(self, cfg: PTNCNConfig, opt: Optimizer) -> None:
+        self.config = cfg
+        self.rng = np.random.default_rng(cfg.seed)
+        self.phi = acts.get_activation(cfg.act)
+        self.out_fn = acts.get_output(cfg.out)
+        self.params = ParamDict(init_params(cfg, self.rng))
+        self.optimizer = opt
+        self.state: State | None = None
+        self.quantities: dict[str, np.ndarray] = {}
+        self.updates: dict[str, np.ndarray] = {}
+        self.steps_taken = 0
+        L = cfg.L
+        # causal order, so a DivergenceError names where the non-finite value first appears
+        self._check_order = ([f"h{l}" for l in range(1, L + 1)] + [f"z{l}" for l in range(1, L + 1)]
+                             + [f"mu{l}" for l in range(1, L)] + ["x_mu", "e0"]
+                             + [f"e{l}" for l in range(1, L)] + [f"d{l}" for l in range(1, L + 1)]
+                             + [f"y{l}" for l in range(1, L + 1)]
+                             + [f"eps{l}" for l in range(1, L + 1)])
+
+    # -- learner interface -------------------------------------------------------
+    def reset(self, batch: int) -> None:
+        if int(batch) != batch or batch < 1:
+            raise ValueError(f"batch must be a positive integer, got {batch!r}")
+        self.state = State.zeros(int(batch), self.config.sizes)
+        self.quantities = {}
+        self.updates = {}
+
+    @property
+    def recordable(self) -> tuple[str, ...]:
+        L = self.config.L
+        names = ["x", "x_mu", "e0"]
+        for l in range(1, L + 1):
+            names += [f"h{l}", f"z{l}", f"d{l}", f"y{l}", f"eps{l}"]
+            if l < L:
+                names += [f"mu{l}", f"e{l}"]
+        names += list(self.params)
+        names += [f"d{k}" for k in self.params]  # the last applied update directions
+        return tuple(names)
+
+    def quantity(self, name: str) -> np.ndarray:
+        if name in self.quantities:
+            return self.quantities[name]
+        if name in self.params:
+            return self.params[name]
+        if name.startswith("d") and name[1:] in self.params:
+            if name in self.updates:
+                return self.updates[name]
+            return np.zeros_like(self.params[name[1:]])
+        if name in self.recordable:
+            raise KeyError(f"{name!r} has no value yet: take a step first")
+        raise KeyError(f"unknown quantity {name!r}; recordable: {', '.join(self.recordable)}")
+
+    def _check_input(self, x, mask):
+        X = self.config.x_dim
+        x = np.asarray(x)
+        if x.dtype.kind not in "fiub":
+            raise ValueError(f"x has dtype {x.dtype}; expected real numbers (float or int)")
+        if x.ndim != 2 or x.shape[1] != X:
+            raise ValueError(f"x has shape {x.shape}; expected (batch, {X})")
+        x = np.ascontiguousarray(x, dtype=F32)
+        if not np.isfinite(x).all():
+            raise ValueError("x contains NaN or inf")
+        B = x.shape[0]
+        if mask is None:
+            m = np.ones((B, 1), F32)
+        else:
+            m = np.asarray(mask)
+            if m.dtype.kind not in "fiub":
+                raise ValueError(f"mask has dtype {m.dtype}; expected 0/1 numbers or booleans")
+            if m.shape not in ((B,), (B, 1)):
+                raise ValueError(f"mask has shape {m.shape}; expected ({B}, 1) or ({B},)")
+            m = m.reshape(B, 1).astype(F32)
+            if not np.isin(m, (0.0, 1.0)).all():
+                raise ValueError("mask must contain only 0 and 1 (NaN and other values refused)")
+        if self.state is None:
+            self.reset(B)
+        elif self.state.batch != B:
+            raise ValueError(f"x has batch {B} but the current sequences have batch "
+                             f"{self.state.batch}; call reset({B}) to start new sequences")
+        return x, m
+
+    def transition(self, state: State, x: np.ndarray, m: np.ndarray) -> tuple[State, dict]:
+        """Pure step without learning: (next state, quantities).  Inputs must be float32."""
+        q = forward(self.params, state, x, m, self.config, self.phi, self.out_fn, self.rng)
+        nxt = State(x, [q[f"y{l}"] for l in range(1, self.config.L + 1)],
+                    [q[f"eps{l}"] for l in range(1, self.config.L + 1)], state.t + 1)
+        return nxt, q
+
+    def step(self, x, mask=None, learn: bool = True) -> np.ndarray:
+        """Advance one step; learn (unless ``learn=False`` or first step); return x_mu."""
+        x, m = self._check_input(x, mask)
+        state = self.state
+        rng_state = self.rng.bit_generator.state
+        nxt, q = self.transition(state, x, m)
+        bad = _first_nonfinite(q, self._check_order)
+        if bad is not None:
+            self.rng.bit_generator.state = rng_state
+            raise DivergenceError(self.steps_taken, bad, f"t={state.t} of the sequence")
+        updates = {}
+        if learn and state.t > 0:
+            updates = local_updates(self.params, state, q, self.config)
+            inv_b = F32(1.0 / x.shape[0])
+            for k, u in updates.items():
+                u *= inv_b
+            bad = _first_nonfinite(updates, list(updates))
+            if bad is not None:
+                self.rng.bit_generator.state = rng_state
+                raise DivergenceError(self.steps_taken, f"d{bad}", f"t={state.t} of the sequence")
+            self.updates = {f"d{k}": u.copy() for k, u in updates.items()}
+            self.optimizer.step(self.params, updates)
+        else:
+            self.updates = {}
+        self.quantities = q
+        self.state = nxt
+        self.steps_taken += 1
+        return q["x_mu"]
+
+    # -- persistence -------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write config, params, optimizer state and RNG state to ``path`` (.npz).
+
+        The file is written beside the target and renamed over it, so an error
+        never leaves a half-written file or destroys an earlier save.
+        """
+        path = os.fspath(path)
+        opt_state = self.optimizer.state_dict()
+        meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "class": type(self).__name__,
+                "config": self.config.to_dict(), "optimizer": opt_state["hyperparams"],
+                "optimizer_t": opt_state["t"], "steps_taken": self.steps_taken,
+                "rng": self.rng.bit_generator.state}
+        arrays = {"__meta__": np.array(json.dumps(meta))}
+        for k, v in self.params.items():
+            arrays[f"param/{k}"] = v
+        for slot, d in opt_state["slots"].items():
+            for k, v in d.items():
+                arrays[f"opt/{slot}/{k}"] = v
+        d = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".ptncn-", suffix=".npz", dir=d)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path, **overrides) -> "PTNCN":
+        """Read a model written by :meth:`save` (``act=``/``out=`` restore callables)."""
+        path = os.fspath(path)
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                if "__meta__" not in f.files:
+                    raise ModelFileError(f"{path}: not a ptncn model file (no __meta__ record)")
+                meta = json.loads(str(f["__meta__"]))
+                if meta.get("format") != FORMAT_NAME:
+                    raise ModelFileError(f"{path}: not a ptncn model file "
+                                         f"(format {meta.get('format')!r})")
+                if meta.get("version") != FORMAT_VERSION:
+                    raise FormatVersionError(
+                        f"{path}: model file format version {meta.get('version')!r}, but this "
+                        f"ptncn reads version {FORMAT_VERSION}")
+                arrays = {k: f[k] for k in f.files if k != "__meta__"}
+        except ModelFileError:
+            raise
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError,
+                json.JSONDecodeError) as exc:
+            raise ModelFileError(f"{path}: corrupt or truncated model file ({exc})") from None
+        cfg_d = dict(meta["config"])
+        cfg_d.update(overrides)
+        for key in ("act", "out"):
+            if str(cfg_d[key]).startswith("<callable:"):
+                raise ValueError(f"{path}: the model was saved with a user callable {key} "
+                                 f"{cfg_d[key]}; pass it again: load(path, {key}=function)")
+        cfg = PTNCNConfig.from_dict(cfg_d)
+        hp = dict(meta["optimizer"])
+        opt = make_optimizer(hp.pop("name"), **hp)
+        model = cls.__new__(cls)
+        model._setup(cfg, opt)
+        for k in model.params:
+            key = f"param/{k}"
+            if key not in arrays:
+                raise ModelFileError(f"{path}: parameter {k!r} missing")
+            model.params[k] = arrays[key]
+        slots: dict[str, dict] = {}
+        for key, v in arrays.items():
+            if key.startswith("opt/"):
+                _, slot, name = key.split("/", 2)
+                slots.setdefault(slot, {})[name] = v
+        opt.load_state_dict({"t": meta["optimizer_t"], "slots": slots})
+        model.rng.bit_generator.state = meta["rng"]
+        model.steps_taken = int(meta["steps_taken"])
+        return model
+
+
+def load(path, **overrides) -> PTNCN:
+    """Load a model saved with ``PTNCN.save``."""
+    return PTNCN.load(path, **overrides)

@@ -1,0 +1,27 @@
+"""The ``ptncn`` command: the demo's loss falls, info reads a saved model."""
+
+import json
+
+from ptncn.cli import main
+
+
+def test_demo_loss_falls_and_model_saves(tmp_path, capsys):
+    out = tmp_path / "demo.npz"
+    rc = main(["demo", "--batches", "40", "--every", "20", "--hidden", "32",
+               "--save", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    line = [l for l in text.splitlines() if l.startswith("held-out loss")][0]
+    first, last = (float(v) for v in line.split(":")[1].replace("bits/symbol", "").split("->"))
+    assert last < 0.5 * first
+    assert main(["info", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["config"]["hidden"] == [32, 32] and info["params"]["W1"] == [32, 8]
+
+
+def test_bad_file_gives_one_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"junk")
+    assert main(["info", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "corrupt" in err and "Traceback" not in err
