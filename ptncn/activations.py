@@ -74,8 +74,8 @@ def stochastic_binary(h, rng):
 
 def softmax(h, rng=None):
     """Row-wise softmax with the row maximum subtracted before exponentiating."""
-    e = np.exp(h - h.max(axis=1, keepdims=True))
-    e /= e.sum(axis=1, keepdims=True)
+    e = np.exp(h - h.max(axis=-1, keepdims=True))
+    e /= e.sum(axis=-1, keepdims=True)
     return e
 
 
@@ -101,13 +101,15 @@ OUTPUTS: dict[str, Activation] = {
 
 
 def _wrap_user(fn: Callable) -> Activation:
+    """Accept f(h) or f(h, rng): the generator is passed when a second parameter
+    has no default or is named ``rng``."""
     try:
-        n = len([p for p in inspect.signature(fn).parameters.values()
-                 if p.default is inspect.Parameter.empty
-                 and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)])
+        params = [p for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     except (TypeError, ValueError):  # builtins / ufuncs without a signature
-        n = 1
-    if n >= 2:
+        params = []
+    if len(params) >= 2 and (params[1].default is inspect.Parameter.empty
+                             or params[1].name == "rng"):
         return fn
 
     def wrapped(h, rng=None):

@@ -38,9 +38,10 @@ def apply_max_norm(p: np.ndarray, radius: float) -> None:
     """Rescale, in place, each row of ``p`` to Euclidean norm <= radius."""
     if p.ndim < 2:
         return
-    norms = np.sqrt(np.einsum("ij,ij->i", p, p, dtype=np.float32))
+    rows = p.reshape(p.shape[0], -1)
+    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float32))
     scale = np.float32(radius) / np.maximum(norms, np.float32(radius))
-    p *= scale[:, None]
+    p *= scale.reshape((-1,) + (1,) * (p.ndim - 1))
 
 
 class Optimizer:
@@ -53,8 +54,10 @@ class Optimizer:
                  max_norm: float = 0.0):
         if not np.isfinite(lr) or lr < 0:
             raise ValueError(f"learning rate must be a finite number >= 0, got {lr!r}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        if not np.isfinite(weight_decay) or weight_decay < 0:
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+        if not np.isfinite(max_norm) or max_norm < 0:
+            raise ValueError(f"max_norm must be a finite number >= 0 (0 = off), got {max_norm!r}")
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
         self.max_norm = float(max_norm)
