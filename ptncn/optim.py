@@ -78,8 +78,13 @@ class Optimizer:
 
     # -- the update ------------------------------------------------------------
     def step(self, params: dict, grads: dict) -> None:
-        """Apply one update to every parameter named in ``grads`` (in place)."""
+        """Count one step and update every parameter named in ``grads`` (in place)."""
         self.t += 1
+        self.apply(params, grads)
+
+    def apply(self, params: dict, grads: dict) -> None:
+        """Update the parameters named in ``grads`` as part of the current step
+        (``t`` unchanged; lets one step be applied block by block)."""
         for key, g in grads.items():
             p = params[key]
             if self.weight_decay > 0.0:

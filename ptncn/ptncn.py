@@ -40,6 +40,7 @@ import numpy as np
 
 from . import activations as acts
 from .errors import DivergenceError, FormatVersionError, ModelFileError
+from .fast import FactoredUpdates, FastEngine
 from .learner import Learner, ParamDict
 from .optim import Optimizer, make_optimizer
 
@@ -202,16 +203,19 @@ def preactivations(p: dict, state: State, cfg: PTNCNConfig) -> list[np.ndarray]:
     return hs
 
 
-def _errors(p, states, x, m, out_fn, rng, L):
-    """Prediction x_mu, predictions mu_l and error units e_0..e_{L-1} of ``states``."""
+def _predictions(p, states, out_fn, rng, L):
+    """x_mu = out(s_1 @ W_1) and mu_l = s_{l+1} @ W_{l+1} from the states ``states``."""
     x_mu = out_fn(states[0] @ p["W1"], rng)
+    mus = [states[l] @ p[f"W{l + 1}"] for l in range(1, L)]
+    return x_mu, mus
+
+
+def _errors(x_mu, mus, states, x, m, L):
+    """Error units e_0 = (x_mu - x) m and e_l = (mu_l - s_l) m."""
     e = [(x_mu - x) * m]
-    mus = []
     for l in range(1, L):
-        mu = states[l] @ p[f"W{l + 1}"]
-        mus.append(mu)
-        e.append((mu - states[l - 1]) * m)
-    return x_mu, mus, e
+        e.append((mus[l - 1] - states[l - 1]) * m)
+    return e
 
 
 def _perturbations(p, e, alpha, L):
@@ -226,19 +230,27 @@ def _perturbations(p, e, alpha, L):
 
 
 def forward(p: dict, state: State, x: np.ndarray, m: np.ndarray, cfg: PTNCNConfig,
-            phi, out_fn, rng) -> dict[str, np.ndarray]:
-    """One inference step: every per-step quantity, by name.  Pure (no mutation)."""
+            phi, out_fn, rng, hs: list | None = None, tick=None) -> dict[str, np.ndarray]:
+    """One inference step: every per-step quantity, by name.  Pure (no mutation).
+
+    ``hs`` may pass in precomputed pre-activations (the fast engine's); ``tick``,
+    if given, is called with "forward" after the predictions and "targets" at the
+    end (used by benchmarks/throughput.py for its per-phase breakdown).
+    """
     L = cfg.L
-    hs = preactivations(p, state, cfg)
+    if hs is None:
+        hs = preactivations(p, state, cfg)
     zs = [phi(h, rng) for h in hs[::-1]][::-1]          # drawn top-down, as the reference
-    x_mu, mus, e = _errors(p, zs, x, m, out_fn, rng, L)
+    x_mu, mus = _predictions(p, zs, out_fn, rng, L)
+    if tick is not None:
+        tick("forward")
+    e = _errors(x_mu, mus, zs, x, m, L)
     d = _perturbations(p, e, cfg.alpha, L)
     ys = [phi(hs[l] - F32(cfg.beta) * d[l], rng) for l in reversed(range(L))][::-1]
     for _ in range(cfg.K - 1):   # K > 1: re-evaluate the error units at the corrected states
-        _, _, ek = _errors(p, ys, x, m, out_fn, rng, L)
-        dk = _perturbations(p, ek, cfg.alpha, L)
-        ys = [phi(hs[l] - F32(cfg.beta) * dk[l], rng) for l in reversed(range(L))][::-1]
-        d = dk
+        xk, musk = _predictions(p, ys, out_fn, rng, L)
+        d = _perturbations(p, _errors(xk, musk, ys, x, m, L), cfg.alpha, L)
+        ys = [phi(hs[l] - F32(cfg.beta) * d[l], rng) for l in reversed(range(L))][::-1]
     q = {"x": x, "x_mu": x_mu, "e0": e[0]}
     for l in range(1, L + 1):
         q[f"h{l}"] = hs[l - 1]
@@ -249,6 +261,8 @@ def forward(p: dict, state: State, x: np.ndarray, m: np.ndarray, cfg: PTNCNConfi
         if l < L:
             q[f"mu{l}"] = mus[l - 1]
             q[f"e{l}"] = e[l]
+    if tick is not None:
+        tick("targets")
     return q
 
 
@@ -316,7 +330,7 @@ class PTNCN(Learner):
                  temporal_error_rule: bool = False, seed: int = 1234,
                  optimizer: str | Optimizer = "nesterov", lr: float = 0.075,
                  momentum: float = 0.95, weight_decay: float = 0.0, max_norm: float = 0.0,
-                 optimizer_options: dict | None = None):
+                 optimizer_options: dict | None = None, engine: str = "fast"):
         if isinstance(hidden, (int, np.integer)):
             hidden = (int(hidden),) * int(layers)
         cfg = PTNCNConfig(x_dim=x_dim, hidden=tuple(hidden), act=act, out=out, beta=beta,
@@ -331,19 +345,26 @@ class PTNCN(Learner):
                 kw["momentum"] = momentum
             kw.update(optimizer_options or {})
             opt = make_optimizer(optimizer, **kw)
-        self._setup(cfg, opt)
+        self._setup(cfg, opt, engine)
 
-    def _setup(self, cfg: PTNCNConfig, opt: Optimizer) -> None:
+    def _setup(self, cfg: PTNCNConfig, opt: Optimizer, engine: str = "fast") -> None:
+        if engine not in ("fast", "reference"):
+            raise ValueError(f"engine must be 'fast' or 'reference', got {engine!r}")
         self.config = cfg
+        self.engine = engine
         self.rng = np.random.default_rng(cfg.seed)
         self.phi = acts.get_activation(cfg.act)
         self.out_fn = acts.get_output(cfg.out)
-        self.params = ParamDict(init_params(cfg, self.rng))
+        init = init_params(cfg, self.rng)
+        # parameters live in the fast engine's stacked storage; params[...] are views
+        self._fast = FastEngine(cfg, init)
+        self.params = ParamDict({k: self._fast.views[k] for k in init})
         self.optimizer = opt
         self.state: State | None = None
         self.quantities: dict[str, np.ndarray] = {}
         self.updates: dict[str, np.ndarray] = {}
         self.steps_taken = 0
+        self.tick = None        # optional phase callback (benchmarks): tick(phase_name)
         L = cfg.L
         # causal order, so a DivergenceError names where the non-finite value first appears
         self._check_order = ([f"h{l}" for l in range(1, L + 1)] + [f"z{l}" for l in range(1, L + 1)]
@@ -380,7 +401,7 @@ class PTNCN(Learner):
         if name.startswith("d") and name[1:] in self.params:
             if name in self.updates:
                 return self.updates[name]
-            return np.zeros_like(self.params[name[1:]])
+            return np.zeros_like(self.params[name[1:]])   # no update at the last step
         if name in self.recordable:
             raise KeyError(f"{name!r} has no value yet: take a step first")
         raise KeyError(f"unknown quantity {name!r}; recordable: {', '.join(self.recordable)}")
@@ -416,37 +437,63 @@ class PTNCN(Learner):
 
     def transition(self, state: State, x: np.ndarray, m: np.ndarray) -> tuple[State, dict]:
         """Pure step without learning: (next state, quantities).  Inputs must be float32."""
-        q = forward(self.params, state, x, m, self.config, self.phi, self.out_fn, self.rng)
-        nxt = State(x, [q[f"y{l}"] for l in range(1, self.config.L + 1)],
-                    [q[f"eps{l}"] for l in range(1, self.config.L + 1)], state.t + 1)
-        return nxt, q
+        q, _ = self._forward(state, x, m)
+        return self._carry(state, x, q), q
+
+    def _forward(self, state, x, m):
+        if self.engine == "fast":
+            hs, inputs = self._fast.preactivations(state)
+        else:
+            hs, inputs = None, None
+        q = forward(self.params, state, x, m, self.config, self.phi, self.out_fn, self.rng, hs,
+                    tick=self.tick)
+        return q, inputs
+
+    def _carry(self, state, x, q):
+        L = self.config.L
+        return State(x, [q[f"y{l}"] for l in range(1, L + 1)],
+                     [q[f"eps{l}"] for l in range(1, L + 1)], state.t + 1)
 
     def step(self, x, mask=None, learn: bool = True) -> np.ndarray:
         """Advance one step; learn (unless ``learn=False`` or first step); return x_mu."""
         x, m = self._check_input(x, mask)
         state = self.state
         rng_state = self.rng.bit_generator.state
-        nxt, q = self.transition(state, x, m)
+
+        def diverged(quantity):
+            self.rng.bit_generator.state = rng_state
+            return DivergenceError(self.steps_taken, quantity, f"t={state.t} of the sequence")
+
+        q, inputs = self._forward(state, x, m)
         bad = _first_nonfinite(q, self._check_order)
         if bad is not None:
-            self.rng.bit_generator.state = rng_state
-            raise DivergenceError(self.steps_taken, bad, f"t={state.t} of the sequence")
-        updates = {}
+            raise diverged(bad)
+        self.updates = {}
         if learn and state.t > 0:
-            updates = local_updates(self.params, state, q, self.config)
-            inv_b = F32(1.0 / x.shape[0])
-            for k, u in updates.items():
-                u *= inv_b
-            bad = _first_nonfinite(updates, list(updates))
-            if bad is not None:
-                self.rng.bit_generator.state = rng_state
-                raise DivergenceError(self.steps_taken, f"d{bad}", f"t={state.t} of the sequence")
-            self.updates = {f"d{k}": u.copy() for k, u in updates.items()}
-            self.optimizer.step(self.params, updates)
-        else:
-            self.updates = {}
+            B = x.shape[0]
+            if self.engine == "fast":
+                factors, table = self._fast.factors(state, q, inputs, B)
+                for name, (left, right, _, _) in table.items():
+                    if not (np.isfinite(left).all() and np.isfinite(right).all()):
+                        raise diverged(name)
+                if self.tick is not None:
+                    self.tick("updates")
+                self._fast.apply(self.optimizer, factors)
+                if self.tick is not None:
+                    self.tick("optimizer")
+                self.updates = FactoredUpdates(table)
+            else:
+                updates = local_updates(self.params, state, q, self.config)
+                inv_b = F32(1.0 / B)
+                for u in updates.values():
+                    u *= inv_b
+                bad = _first_nonfinite(updates, list(updates))
+                if bad is not None:
+                    raise diverged(f"d{bad}")
+                self.updates = {f"d{k}": u.copy() for k, u in updates.items()}
+                self.optimizer.step(self.params, updates)
         self.quantities = q
-        self.state = nxt
+        self.state = self._carry(state, x, q)
         self.steps_taken += 1
         return q["x_mu"]
 
@@ -481,7 +528,7 @@ class PTNCN(Learner):
             raise
 
     @classmethod
-    def load(cls, path, **overrides) -> "PTNCN":
+    def load(cls, path, engine: str = "fast", **overrides) -> "PTNCN":
         """Read a model written by :meth:`save` (``act=``/``out=`` restore callables)."""
         path = os.fspath(path)
         try:
@@ -514,7 +561,7 @@ class PTNCN(Learner):
         hp = dict(meta["optimizer"])
         opt = make_optimizer(hp.pop("name"), **hp)
         model = cls.__new__(cls)
-        model._setup(cfg, opt)
+        model._setup(cfg, opt, engine)
         for k in model.params:
             key = f"param/{k}"
             if key not in arrays:
@@ -531,6 +578,6 @@ class PTNCN(Learner):
         return model
 
 
-def load(path, **overrides) -> PTNCN:
+def load(path, engine: str = "fast", **overrides) -> PTNCN:
     """Load a model saved with ``PTNCN.save``."""
-    return PTNCN.load(path, **overrides)
+    return PTNCN.load(path, engine=engine, **overrides)
