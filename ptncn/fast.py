@@ -49,17 +49,6 @@ def clip_scale(norm: float, radius: float) -> float:
     return radius / norm
 
 
-def gram(a: np.ndarray) -> np.ndarray:
-    """a @ a.T in float64 (B x B)."""
-    g = a @ a.T
-    return g.astype(np.float64)
-
-
-def product_norm(ga: np.ndarray, gr: np.ndarray) -> float:
-    """||A.T @ R||_F from the Gram matrices A A.T and R R.T."""
-    return float(np.sqrt(max(float(np.vdot(ga, gr)), 0.0)))
-
-
 class Block:
     """One contiguous parameter block updated by a single rank-B product.
 
@@ -98,50 +87,74 @@ class FactoredUpdates(Mapping):
         return len(self._f)
 
 
+def sq_norms(left: np.ndarray, right: np.ndarray, spans) -> list[float]:
+    """Squared Frobenius norms of ``left[:, a:b].T @ right`` for each (a, b) in ``spans``.
+
+    ``||A.T R||^2 = sum((R R.T) * (A A.T)) = sum(((R R.T) @ A) * A)``: one B x B
+    Gram matrix of ``right`` and one (B x B) @ (B x rows) product cover every
+    column block of ``left`` at once, without forming any update.
+    """
+    t = (right @ right.T) @ left
+    t *= left
+    return [float(t[:, a:b].sum(dtype=np.float64)) for a, b in spans]
+
+
 class FastEngine:
-    """Owns the parameter storage (stacked) and performs P-TNCN's fast step pieces."""
+    """Owns the parameter storage (stacked) and performs P-TNCN's fast step pieces.
+
+    Blocks (all updated by one rank-B product each):
+    ``B_l = [M_l; V_l; U_l; W_{l+1}]`` (right factor eps_l; U only for l < L
+    with zeta > 0, W_{l+1} only for l < L), ``W_1`` (right factor e_0) and
+    ``E_l`` (right factor z_l, or eps_l - eps_prev_l with the temporal rule).
+    """
 
     def __init__(self, cfg, init: dict[str, np.ndarray], blas: str | None = None):
         self.cfg = cfg
         self.blas = get_backend(blas)
         n, L, on = cfg.sizes, cfg.L, cfg.zeta > 0
         self.blocks: list[Block] = []
-        self.R: list[Block] = []
+        self.layer_blocks: list[Block] = []
+        self.n_in: list[int] = []          # rows of B_l multiplied by the layer input
         self.views: dict[str, np.ndarray] = {}
+
+        def make(name, parts, cols):
+            arr = np.empty((sum(r for _, r in parts), cols), F32)
+            spans, r0 = [], 0
+            for pname, r in parts:
+                spans.append((pname, r0, r0 + r))
+                self.views[pname] = arr[r0:r0 + r]
+                r0 += r
+            blk = Block(name, arr, spans)
+            self.blocks.append(blk)
+            return blk
+
         for l in range(1, L + 1):
             parts = [(f"M{l}", n[l - 1]), (f"V{l}", n[l])]
             if on and l < L:
                 parts.append((f"U{l}", n[l + 1]))
-            rows = sum(r for _, r in parts)
-            arr = np.empty((rows, n[l]), F32)
-            spans, r0 = [], 0
-            for name, r in parts:
-                spans.append((name, r0, r0 + r))
-                self.views[name] = arr[r0:r0 + r]
-                r0 += r
-            blk = Block(f"R{l}", arr, spans)
-            self.R.append(blk)
-            self.blocks.append(blk)
-        self.W, self.E = [], []
-        for l in range(1, L + 1):
-            for kind, store in (("W", self.W), ("E", self.E)):
-                name = f"{kind}{l}"
-                arr = np.empty(init[name].shape, F32)
-                self.views[name] = arr
-                blk = Block(name, arr, [(name, 0, arr.shape[0])])
-                store.append(blk)
-                self.blocks.append(blk)
+            self.n_in.append(sum(r for _, r in parts))
+            if l < L:
+                parts.append((f"W{l + 1}", n[l + 1]))
+            self.layer_blocks.append(make(f"B{l}", parts, n[l]))
+        self.W1 = make("W1", [("W1", n[1])], n[0])
+        self.E = [make(f"E{l}", [(f"E{l}", n[l - 1])], n[l]) for l in range(1, L + 1)]
         for name, v in init.items():
             np.copyto(self.views[name], v)
         self._gbuf = None
 
     # -- forward ---------------------------------------------------------------
     def layer_input(self, state, l: int) -> np.ndarray:
-        """[s_{l-1} | s_l | s_{l+1}] (the rows of R_l it multiplies), C-contiguous."""
+        """A (B, rows of B_l) buffer holding [s_{l-1} | s_l | s_{l+1}] in its first
+        ``n_in`` columns (what B_l's M, V, U rows multiply); the rest (W_{l+1}'s
+        rows) is filled with z_{l+1} once it exists."""
         s = [state.x_prev, *state.s]
-        names = [name for name, _, _ in self.R[l - 1].parts]
-        cols = [s[l - 1], s[l]] + ([s[l + 1]] if len(names) == 3 else [])
-        return np.concatenate(cols, axis=1)
+        blk = self.layer_blocks[l - 1]
+        buf = np.empty((state.x_prev.shape[0], blk.array.shape[0]), F32)
+        src = {"M": s[l - 1], "V": s[l], "U": s[l + 1] if l < self.cfg.L else None}
+        for name, a, b in blk.parts:
+            if name[0] in src:
+                buf[:, a:b] = src[name[0]]
+        return buf
 
     def preactivations(self, state) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """h_1..h_L by one GEMM per layer; also returns the layer inputs (reused by updates)."""
@@ -150,69 +163,76 @@ class FastEngine:
         for l in range(1, L + 1):
             S = self.layer_input(state, l)
             inputs.append(S)
-            R = self.R[l - 1].array
+            B, k = self.layer_blocks[l - 1].array, self.n_in[l - 1]
             if l == L and not on:       # zeta == 0: the top layer uses V_L only
-                _, v0, _ = self.R[l - 1].parts[1]
-                hs.append(state.s[l - 1] @ R[v0:])
+                hs.append(state.s[l - 1] @ B[self.cfg.sizes[l - 1]:k])
             else:
-                hs.append(S @ R)
+                hs.append(S[:, :k] @ B[:k])
         return hs, inputs
 
     # -- updates -----------------------------------------------------------------
     def factors(self, state, q, inputs, batch: int):
         """Left/right factors of every block's clipped, batch-divided update.
 
-        Returns ``[(block, left, right)]`` and the per-name factor table for
-        :class:`FactoredUpdates`.
+        Returns ``[(block, left, right)]``, the per-name factor table for
+        :class:`FactoredUpdates`, and the pre-clipping Frobenius norm of every
+        update (empty when clipping is off).  Reuses (overwrites) ``inputs``.
         """
         cfg, L = self.cfg, self.cfg.L
         r, gamma, inv_b = cfg.clip, cfg.gamma, 1.0 / batch
         clipping = r > 0
-        s = [state.x_prev, *state.s]
-        grams: dict[int, np.ndarray] = {}
+        err = [q["e0"]] + [q[f"eps{l}"] for l in range(1, L + 1)]   # err[l-1] drives W_l
+        norms: dict[str, float] = {}
 
-        def G(a):
-            if not clipping:
-                return None
-            k = id(a)
-            if k not in grams:
-                grams[k] = gram(a)
-            return grams[k]
-
-        def scale_of(a, b, extra=1.0):
-            if not clipping:
-                return 1.0
-            return clip_scale(abs(extra) * product_norm(G(a), G(b)), r)
+        def norm_of(left, right, spans, names, gain=1.0):
+            for name, v in zip(names, sq_norms(left, right, spans)):
+                norms[name] = abs(gain) * float(np.sqrt(max(v, 0.0))) if np.isfinite(v) \
+                    else float("nan")
+            return [clip_scale(norms[n], r) for n in names]
 
         out, table = [], {}
+        # W_1 = clip(z_1.T @ e_0)
+        z1, e0 = q["z1"], q["e0"]
+        cW1 = norm_of(z1, e0, [(0, z1.shape[1])], ["W1"])[0] if clipping else 1.0
+        left = z1 * F32(cW1 * inv_b)
+        out.append((self.W1, left, e0))
+        table["dW1"] = (left, e0, 0, left.shape[1])
+        # the layer blocks [M; V; U; W_{l+1}], right factor eps_l
+        cW = {1: cW1}
         for l in range(1, L + 1):
-            z = q[f"z{l}"]
-            err = q["e0"] if l == 1 else q[f"eps{l - 1}"]
-            cW = scale_of(z, err)
-            left = z * F32(cW * inv_b)
-            out.append((self.W[l - 1], left, err))
-            table[f"dW{l}"] = (left, err, 0, left.shape[1])
+            blk, S = self.layer_blocks[l - 1], inputs[l - 1]
+            if l < L:
+                _, a, b = blk.parts[-1]
+                S[:, a:b] = q[f"z{l + 1}"]
+            spans = [(a, b) for _, a, b in blk.parts]
+            names = [name for name, _, _ in blk.parts]
+            cs = norm_of(S, err[l], spans, names) if clipping else [1.0] * len(names)
+            for name, (a, b), c in zip(names, spans, cs):
+                S[:, a:b] *= F32(c * inv_b)
+                table[f"d{name}"] = (S, err[l], a, b)
+                if name[0] == "W":
+                    cW[l + 1] = c
+            out.append((blk, S, err[l]))
+        # E_l = clip(gamma * clip(dW_l).T), or the temporal rule
+        for l in range(1, L + 1):
             if cfg.temporal_error_rule:
                 e_in = q[f"e{l - 1}"]
                 dv = q[f"eps{l}"] - state.eps_prev[l - 1]
-                cE = scale_of(e_in, dv, gamma)
+                cE = norm_of(e_in, dv, [(0, e_in.shape[1])], [f"E{l}"], gamma)[0] \
+                    if clipping else 1.0
                 leftE, rightE = e_in * F32(-gamma * cE * inv_b), dv
             else:
-                nW = product_norm(G(z), G(err)) if clipping else 0.0
-                cE = clip_scale(abs(gamma) * cW * nW, r) if clipping else 1.0
-                leftE, rightE = err * F32(gamma * cW * cE * inv_b), z
+                if clipping:
+                    nE = abs(gamma) * cW[l] * norms[f"W{l}"]
+                    norms[f"E{l}"] = nE
+                    cE = clip_scale(nE, r)
+                else:
+                    cE = 1.0
+                leftE = err[l - 1] * F32(gamma * cW[l] * cE * inv_b)
+                rightE = q[f"z{l}"]
             out.append((self.E[l - 1], leftE, rightE))
             table[f"dE{l}"] = (leftE, rightE, 0, leftE.shape[1])
-        for l in range(1, L + 1):
-            blk, S, eps = self.R[l - 1], inputs[l - 1], q[f"eps{l}"]
-            left = np.empty_like(S)
-            src = {"M": s[l - 1], "V": s[l], "U": s[l + 1] if l < L else None}
-            for name, a, b in blk.parts:
-                c = scale_of(src[name[0]], eps)
-                np.multiply(S[:, a:b], F32(c * inv_b), out=left[:, a:b])
-                table[f"d{name}"] = (left, eps, a, b)
-            out.append((blk, left, eps))
-        return out, table
+        return out, table, norms
 
     # -- the fused optimizer -------------------------------------------------------
     def bind_accumulators(self, optimizer) -> None:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ptncn import PTNCN
-from ptncn.fast import clip_scale, gram, product_norm
+from ptncn.fast import clip_scale, sq_norms
 
 F32 = np.float32
 
@@ -60,12 +60,15 @@ def test_fast_equals_reference(cfg):
             np.testing.assert_allclose(fast.optimizer.slots[slot][k], d[k], atol=1e-6)
 
 
-def test_gram_norm_equals_frobenius_norm():
+def test_factorised_norms_equal_frobenius_norms():
     rng = np.random.default_rng(1)
     A = rng.standard_normal((6, 40)).astype(F32)
     R = rng.standard_normal((6, 30)).astype(F32)
-    want = np.linalg.norm((A.T @ R).astype(np.float64))
-    assert product_norm(gram(A), gram(R)) == pytest.approx(want, rel=1e-5)
+    spans = [(0, 10), (10, 11), (11, 40)]
+    got = sq_norms(A, R, spans)
+    for (a, b), v in zip(spans, got):
+        want = np.linalg.norm(A[:, a:b].astype(np.float64).T @ R) ** 2
+        assert v == pytest.approx(want, rel=1e-5)
 
 
 def test_clip_scale_is_tf_clip_by_norm():
@@ -77,8 +80,8 @@ def test_clip_scale_is_tf_clip_by_norm():
 
 def test_params_are_views_into_stacked_storage():
     m = PTNCN(4, (3, 3), seed=0)
-    R1 = m._fast.R[0].array
-    for name in ("M1", "V1", "U1"):
+    R1 = m._fast.layer_blocks[0].array
+    for name in ("M1", "V1", "U1", "W2"):
         assert np.shares_memory(m.params[name], R1)
     m.params["V1"] = np.full((3, 3), 2.0)
     assert (R1[4:7] == 2.0).all()
