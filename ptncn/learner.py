@@ -8,6 +8,7 @@ interface, so they never special-case a model:
                             *before* seeing ``x`` (e.g. P-TNCN's ``x_mu``)
 * ``quantities``            the named per-step arrays of the last step
 * ``recordable``            every name ``quantity()`` accepts
+* ``quantity_shape(name, batch)``, ``describe(name)``  shapes and meanings, for recorders
 * ``params``                dict of named parameter arrays (assignable)
 * ``save(path)`` / ``load(path)``
 """
@@ -79,6 +80,14 @@ class Learner(abc.ABC):
     @abc.abstractmethod
     def quantity(self, name: str) -> np.ndarray:
         """The named array of the last step (a per-step quantity or a parameter)."""
+
+    @abc.abstractmethod
+    def quantity_shape(self, name: str, batch: int) -> tuple[int, ...]:
+        """Shape of ``quantity(name)`` for a batch of ``batch`` rows (known before stepping)."""
+
+    def describe(self, name: str) -> tuple[str, str]:
+        """(meaning, units) of a recordable name, written into recordings."""
+        return (name, "a.u.")
 
     @abc.abstractmethod
     def save(self, path) -> None:

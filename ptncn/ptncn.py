@@ -364,6 +364,7 @@ class PTNCN(Learner):
         self.quantities: dict[str, np.ndarray] = {}
         self.updates: dict[str, np.ndarray] = {}
         self.steps_taken = 0
+        self.extra_meta: dict = {}
         self.tick = None        # optional phase callback (benchmarks): tick(phase_name)
         L = cfg.L
         # causal order, so a DivergenceError names where the non-finite value first appears
@@ -405,6 +406,44 @@ class PTNCN(Learner):
         if name in self.recordable:
             raise KeyError(f"{name!r} has no value yet: take a step first")
         raise KeyError(f"unknown quantity {name!r}; recordable: {', '.join(self.recordable)}")
+
+    _MEANINGS = {
+        "x": ("input x_t (the target of the prediction x_mu)", "input units"),
+        "x_mu": ("prediction of x_t made before seeing it, out(z1 @ W1)", "output units"),
+        "e0": ("error units of the input layer, (x_mu - x) * m", "output units"),
+        "h": ("pre-activation of layer {l}", "a.u."),
+        "z": ("free-running state of layer {l}, phi(h{l})", "activation"),
+        "mu": ("top-down prediction of z{l}, z{l1} @ W{l1}", "activation"),
+        "e": ("error units of layer {l}, (mu{l} - z{l}) * m", "activation"),
+        "d": ("perturbation of layer {l} from the errors below/at it", "a.u."),
+        "y": ("corrected state (target) of layer {l}, phi(h{l} - beta d{l})", "activation"),
+        "eps": ("temporal error units of layer {l}, (z{l} - y{l}) * m", "activation"),
+    }
+
+    def quantity_shape(self, name: str, batch: int) -> tuple[int, ...]:
+        if name in self.params:
+            return self.params[name].shape
+        if name.startswith("d") and name[1:] in self.params:
+            return self.params[name[1:]].shape
+        if name in ("x", "x_mu", "e0"):
+            return (batch, self.config.x_dim)
+        base = name.rstrip("0123456789")
+        if name in self.recordable and base in self._MEANINGS:
+            return (batch, self.config.sizes[int(name[len(base):])])
+        raise KeyError(f"unknown quantity {name!r}; recordable: {', '.join(self.recordable)}")
+
+    def describe(self, name: str) -> tuple[str, str]:
+        if name in self.params:
+            return (f"parameter {name} (see docs/model.md)", "weight")
+        if name.startswith("d") and name[1:] in self.params:
+            return (f"update direction applied to {name[1:]} at this step "
+                    "(clipped, divided by the batch size)", "weight / step")
+        if name in self._MEANINGS:
+            return self._MEANINGS[name]
+        base = name.rstrip("0123456789")
+        l = int(name[len(base):])
+        text, unit = self._MEANINGS[base]
+        return (text.format(l=l, l1=l + 1), unit)
 
     def _check_input(self, x, mask):
         X = self.config.x_dim
@@ -500,11 +539,14 @@ class PTNCN(Learner):
         return q["x_mu"]
 
     # -- persistence -------------------------------------------------------------
-    def save(self, path) -> None:
+    def save(self, path, include_state: bool = False, extra_meta: dict | None = None) -> None:
         """Write config, params, optimizer state and RNG state to ``path`` (.npz).
 
-        The file is written beside the target and renamed over it, so an error
-        never leaves a half-written file or destroys an earlier save.
+        ``include_state`` also stores the current sequences' state (a checkpoint
+        taken mid-sequence resumes exactly); ``extra_meta`` is stored as JSON and
+        comes back as ``model.extra_meta``.  The file is written beside the
+        target and renamed over it, so an error never leaves a half-written file
+        or destroys an earlier save.
         """
         path = os.fspath(path)
         opt_state = self.optimizer.state_dict()
@@ -512,7 +554,17 @@ class PTNCN(Learner):
                 "config": self.config.to_dict(), "optimizer": opt_state["hyperparams"],
                 "optimizer_t": opt_state["t"], "steps_taken": self.steps_taken,
                 "rng": self.rng.bit_generator.state}
+        if extra_meta:
+            meta["extra"] = extra_meta
         arrays = {"__meta__": np.array(json.dumps(meta))}
+        if include_state and self.state is not None:
+            st = self.state
+            meta["state_t"] = st.t
+            arrays["__meta__"] = np.array(json.dumps(meta))
+            arrays["state/x_prev"] = st.x_prev
+            for l, (a, e) in enumerate(zip(st.s, st.eps_prev), start=1):
+                arrays[f"state/s{l}"] = a
+                arrays[f"state/eps_prev{l}"] = e
         for k, v in self.params.items():
             arrays[f"param/{k}"] = v
         for slot, d in opt_state["slots"].items():
@@ -577,6 +629,16 @@ class PTNCN(Learner):
         opt.load_state_dict({"t": meta["optimizer_t"], "slots": slots})
         model.rng.bit_generator.state = meta["rng"]
         model.steps_taken = int(meta["steps_taken"])
+        model.extra_meta = meta.get("extra", {})
+        if "state_t" in meta:
+            L = cfg.L
+            try:
+                model.state = State(np.array(arrays["state/x_prev"], F32),
+                                    [np.array(arrays[f"state/s{l}"], F32) for l in range(1, L + 1)],
+                                    [np.array(arrays[f"state/eps_prev{l}"], F32)
+                                     for l in range(1, L + 1)], int(meta["state_t"]))
+            except KeyError as exc:
+                raise ModelFileError(f"{path}: state array {exc} missing") from None
         return model
 
 

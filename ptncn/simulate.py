@@ -1,13 +1,40 @@
-"""The time-stepped loop: run a learner over a batch of masked sequences."""
+"""The time-stepped loop: batches of masked sequences, online learning, recording,
+checkpoints and exact resume.
+
+A *task* is any object with ``batch(i) -> (x, mask)`` (x: (T, B, X) float32,
+mask: (T, B, 1) of 0/1), deterministic in ``i``, an ``identity() -> dict``
+(written into recordings) and a ``kind`` ("onehot" for categorical targets
+scored by NLL, "binary" for pixels scored by BCE).
+
+:class:`Simulation` steps a learner through batches ``0..n_batches-1``.  Every
+``checkpoint_every`` steps it writes a checkpoint (learner, optimizer, RNG,
+the current sequences' state and the position in the data) beside the run;
+:meth:`Simulation.resume` continues from it so that the final parameters are
+bitwise identical to an uninterrupted run.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import sys
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .learner import Learner
 from .metrics import nll_nats_sum
+
+_TINY = 1e-7
+
+
+def step_loss(kind: str, pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
+    """Summed loss of one step over unmasked rows: NLL (nats) or BCE (nats, summed over units)."""
+    if kind == "onehot":
+        return nll_nats_sum(pred, target, mask)
+    p = np.clip(np.asarray(pred, np.float64), _TINY, 1 - _TINY)
+    bce = -(target * np.log(p) + (1 - target) * np.log1p(-p)).sum(axis=-1, keepdims=True)
+    return float((bce * mask).sum())
 
 
 @dataclass
@@ -23,12 +50,13 @@ class BatchResult:
 
 
 def run_batch(learner: Learner, x: np.ndarray, mask: np.ndarray, learn: bool = True,
-              skip_first: bool = True) -> BatchResult:
+              skip_first: bool = True, kind: str = "onehot") -> BatchResult:
     """Reset ``learner`` and step it through ``x`` (T, B, X) with ``mask`` (T, B, 1).
 
     The prediction returned at step t was made before seeing ``x[t]`` and is
-    scored against it with the categorical NLL in nats.  Step 0's prediction
-    comes from an all-zero state and is skipped unless ``skip_first=False``.
+    scored against it (NLL in nats for one-hot data, BCE for binary).  Step 0's
+    prediction comes from an all-zero state and is skipped unless
+    ``skip_first=False``.
     """
     x = np.asarray(x)
     mask = np.asarray(mask, dtype=np.float32)
@@ -39,6 +67,134 @@ def run_batch(learner: Learner, x: np.ndarray, mask: np.ndarray, learn: bool = T
     for t in range(x.shape[0]):
         pred = learner.step(x[t], mask[t], learn=learn)
         if t > 0 or not skip_first:
-            loss += nll_nats_sum(pred, x[t], mask[t])
+            loss += step_loss(kind, pred, x[t], mask[t])
             tokens += float(mask[t].sum())
     return BatchResult(loss, tokens)
+
+
+@dataclass
+class RunResult:
+    steps: int
+    batches: int
+    seconds: float
+    train_loss: list = field(default_factory=list)   # mean loss per batch (nats/token)
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.seconds if self.seconds else float("nan")
+
+
+class Simulation:
+    """Run ``learner`` online over ``task`` batches, with optional recording and checkpoints."""
+
+    def __init__(self, learner: Learner, task, n_batches: int, *, recorder=None,
+                 checkpoint_every: int = 0, checkpoint_path=None, learn: bool = True,
+                 progress: bool | None = None, attrs: dict | None = None):
+        if checkpoint_every and checkpoint_path is None:
+            raise ValueError("checkpoint_every needs checkpoint_path")
+        self.learner, self.task, self.n_batches = learner, task, int(n_batches)
+        self.recorder = recorder
+        self.checkpoint_every = int(checkpoint_every)
+        self.checkpoint_path = os.fspath(checkpoint_path) if checkpoint_path else None
+        self.learn = learn
+        self.progress = progress
+        self.attrs = dict(attrs or {})
+        self.position = (0, 0)        # (batch index, time step within it) of the next step
+        self.step = 0                 # global step counter
+        self.on_step = None           # optional callback(sim) after every step (tests, tools)
+        self._resume_from = None
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        b, t = self.position
+        self.learner.save(self.checkpoint_path, include_state=True,
+                          extra_meta={"position": [b, t], "step": self.step,
+                                      "n_batches": self.n_batches,
+                                      "data": self.task.identity()})
+
+    @classmethod
+    def resume(cls, checkpoint_path, task, n_batches: int | None = None, *, recorder=None,
+               learner_cls=None, **kw) -> "Simulation":
+        """A simulation continuing from ``checkpoint_path`` (same task; recorder optional).
+
+        If ``recorder`` points at the earlier run file, its records before the
+        checkpoint step are kept and later ones are written again by the resumed run.
+        """
+        from .ptncn import PTNCN
+        learner = (learner_cls or PTNCN).load(checkpoint_path)
+        meta = learner.extra_meta
+        if meta.get("data") != task.identity():
+            raise ValueError(f"checkpoint {checkpoint_path} was taken on data {meta.get('data')}, "
+                             f"not {task.identity()}")
+        sim = cls(learner, task, n_batches if n_batches is not None else meta["n_batches"],
+                  recorder=recorder, checkpoint_path=checkpoint_path, **kw)
+        sim.position = tuple(meta["position"])
+        sim.step = int(meta["step"])
+        if recorder is not None and os.path.exists(recorder.path):
+            from .record import open_recording
+            sim._resume_from = open_recording(recorder.path)
+        return sim
+
+    # -- the loop -----------------------------------------------------------------------
+    def run(self) -> RunResult:
+        learner, task, rec = self.learner, self.task, self.recorder
+        kind = getattr(task, "kind", "onehot")
+        b0, t0 = self.position
+        x0, _ = task.batch(b0 if b0 < self.n_batches else 0)
+        if rec is not None and rec.file is None:
+            rec.start(learner, batch=x0.shape[1], metrics=["loss"],
+                      attrs={**self.attrs, "data_identity": task.identity()},
+                      resume_from=self._resume_from, resume_step=self.step)
+        bar = self._progress_bar(x0.shape[0] * self.n_batches, self.step)
+        result = RunResult(0, 0, 0.0)
+        t_start = time.perf_counter()
+        try:
+            for b in range(b0, self.n_batches):
+                x, m = task.batch(b)
+                start_t = t0 if b == b0 else 0
+                if start_t == 0:
+                    learner.reset(x.shape[1])
+                loss, tokens = 0.0, 0.0
+                for t in range(start_t, x.shape[0]):
+                    if rec is not None:
+                        rec.before_step(self.step, learner)
+                    pred = learner.step(x[t], m[t], learn=self.learn)
+                    step_l = float("nan")
+                    if t > 0:
+                        n = float(m[t].sum())
+                        if n:
+                            s = step_loss(kind, pred, x[t], m[t])
+                            loss, tokens, step_l = loss + s, tokens + n, s / n
+                    if rec is not None:
+                        rec.after_step(self.step, learner, {"loss": step_l})
+                    self.step += 1
+                    result.steps += 1
+                    self.position = (b, t + 1)
+                    if self.checkpoint_every and self.step % self.checkpoint_every == 0:
+                        if rec is not None:
+                            rec.flush()
+                        self.save_checkpoint()
+                    if bar is not None:
+                        bar.update(1)
+                        if np.isfinite(step_l):
+                            bar.set_postfix(loss=f"{step_l:.3f}", refresh=False)
+                    if self.on_step is not None:
+                        self.on_step(self)
+                result.batches += 1
+                result.train_loss.append(loss / tokens if tokens else float("nan"))
+            self.position = (self.n_batches, 0)
+        finally:
+            if bar is not None:
+                bar.close()
+            if rec is not None:
+                rec.close()
+        result.seconds = time.perf_counter() - t_start
+        return result
+
+    def _progress_bar(self, total: int, initial: int):
+        show = self.progress if self.progress is not None else sys.stderr.isatty()
+        if not show:
+            return None
+        from tqdm import tqdm
+        return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
+                    desc=type(self.learner).__name__)

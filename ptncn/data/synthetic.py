@@ -48,3 +48,28 @@ def _draw(rng, patterns, batch, length, vocab, ragged):
     mask = (t[:, None] < lengths[None, :]).astype(np.float32)[..., None]
     x *= mask
     return x, mask
+
+
+class CyclicSymbols:
+    """The cyclic-pattern task as a random-access batch source (see :func:`cyclic_symbols`).
+
+    ``batch(i)`` depends only on (seed, i), so a run can resume at any batch.
+    """
+
+    kind = "onehot"
+
+    def __init__(self, batch_size: int = 16, length: int = 20, vocab: int = 8, period: int = 5,
+                 n_patterns: int = 3, ragged: bool = True, seed: int = 0):
+        self.batch_size, self.length, self.vocab = batch_size, length, vocab
+        self.period, self.n_patterns, self.ragged, self.seed = period, n_patterns, ragged, seed
+        self.patterns = np.random.default_rng(seed).integers(0, vocab, size=(n_patterns, period))
+        self.x_dim = vocab
+
+    def batch(self, i: int):
+        rng = np.random.default_rng([self.seed, 7, int(i)])
+        return _draw(rng, self.patterns, self.batch_size, self.length, self.vocab, self.ragged)
+
+    def identity(self) -> dict:
+        return {"task": "cyclic_symbols", "batch_size": self.batch_size, "length": self.length,
+                "vocab": self.vocab, "period": self.period, "n_patterns": self.n_patterns,
+                "ragged": self.ragged, "seed": self.seed}

@@ -1,0 +1,493 @@
+"""Streaming HDF5 recording of any named quantity of a learner, and its lazy reader.
+
+Write side::
+
+    rec = Recorder("run.h5", buffer_steps=256, flush_seconds=1.0)
+    rec.add("z1", rows=[0, 1], every=1)          # a per-step quantity, two batch rows
+    rec.add("W1", every=100, phase="before")     # a parameter, as used by that step
+    rec.add("norm_dW2")                          # Frobenius norm of the applied update
+    rec.add("loss")                              # a metric the simulation loop supplies
+    rec.start(model, batch=50, metrics=["loss"], attrs={"config": {...}, "seed": 0})
+    for step ...:
+        rec.before_step(step, model)             # "before" traces (parameters)
+        model.step(x, m)
+        rec.after_step(step, model, {"loss": 2.3})
+    rec.close()
+
+Read side: :func:`open_recording` (lazy; slicing reads only what is asked).
+The file layout is documented in docs/recording.md.
+
+Memory is bounded: each trace buffers at most ``buffer_steps`` records; all
+buffers are written and the file flushed when one fills or when
+``flush_seconds`` of wall time have passed.  The file is written in HDF5 SWMR
+mode, so another process can read a live run, and a run killed with SIGKILL
+leaves a file holding every record up to the last flush.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+FORMAT_NAME = "ptncn-recording"
+FORMAT_VERSION = 1
+PHASES = ("before", "after")
+
+
+class RecordingError(ValueError):
+    """A recording cannot be written or read (bad path, disk full, corrupt file...)."""
+
+
+def _versions() -> dict:
+    import scipy
+
+    from . import __version__
+    return {"ptncn": __version__, "numpy": np.__version__, "scipy": scipy.__version__,
+            "h5py": h5py.__version__, "hdf5": h5py.version.hdf5_version,
+            "python": platform.python_version()}
+
+
+def _index_list(sel, n: int, what: str, name: str):
+    """Normalise a rows=/units= selection to a sorted list of ints (None: all)."""
+    if sel is None:
+        return None
+    if isinstance(sel, slice):
+        return list(range(n))[sel]
+    if isinstance(sel, (int, np.integer)):
+        sel = [int(sel)]
+    out = [int(i) for i in sel]
+    bad = [i for i in out if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"trace {name!r}: {what} {bad} out of range 0..{n - 1}")
+    return out
+
+
+@dataclass
+class TraceSpec:
+    name: str
+    rows: object = None
+    units: object = None
+    every: int = 1
+    phase: str = "after"
+
+
+class _Trace:
+    """One trace being written: selection, buffer, datasets."""
+
+    def __init__(self, spec: TraceSpec, full_shape: tuple, kind: str, meaning: str, unit: str,
+                 buffer_steps: int):
+        self.spec, self.kind = spec, kind
+        self.meaning, self.unit = meaning, unit
+        if kind == "metric" or len(full_shape) == 0:
+            self.rows = self.units = None
+            shape: tuple = ()
+        else:
+            self.rows = _index_list(spec.rows, full_shape[0], "rows", spec.name)
+            self.units = (_index_list(spec.units, full_shape[1], "units", spec.name)
+                          if len(full_shape) > 1 else None)
+            r = len(self.rows) if self.rows is not None else full_shape[0]
+            shape = (r,) + ((len(self.units) if self.units is not None else full_shape[1],)
+                            if len(full_shape) > 1 else ())
+        self.full_shape, self.shape = tuple(full_shape), shape
+        self.buf = np.empty((buffer_steps, *shape), np.float32)
+        self.steps = np.empty(buffer_steps, np.int64)
+        self.n = 0
+        self.values_ds = self.step_ds = None
+
+    def select(self, a) -> np.ndarray:
+        a = np.asarray(a)
+        if self.kind == "metric" or a.ndim == 0:
+            return a
+        if self.rows is not None:
+            if a.shape[0] < self.full_shape[0]:      # a short last batch: pad with NaN
+                pad = np.full((self.full_shape[0], *a.shape[1:]), np.nan, np.float32)
+                pad[:a.shape[0]] = a
+                a = pad
+            a = a[self.rows]
+        if self.units is not None:
+            a = a[:, self.units]
+        return a
+
+
+class Recorder:
+    """Declare traces, then stream them to one HDF5 file per run (see module doc)."""
+
+    def __init__(self, path, *, buffer_steps: int = 256, flush_seconds: float = 1.0,
+                 compression: str | None = "lzf"):
+        if buffer_steps < 1:
+            raise ValueError(f"buffer_steps must be >= 1, got {buffer_steps}")
+        if compression not in (None, "lzf", "gzip"):
+            raise ValueError(f"compression must be 'lzf', 'gzip' or None, got {compression!r}")
+        self.path = os.fspath(path)
+        self.buffer_steps = int(buffer_steps)
+        self.flush_seconds = float(flush_seconds)
+        self.compression = compression
+        self.specs: list[TraceSpec] = []
+        self.traces: dict[str, _Trace] = {}
+        self.file: h5py.File | None = None
+        self._last_flush = time.monotonic()
+        self._broken: Exception | None = None
+
+    # -- declaration ---------------------------------------------------------------
+    def add(self, name: str, rows=None, units=None, every: int = 1, phase: str = "after"):
+        """Record ``name`` every ``every`` steps, for the given batch ``rows`` and ``units``.
+
+        ``phase`` matters for parameters only: "before" records the values this
+        step's forward pass used, "after" (default) the values after its update.
+        Per-step quantities and metrics are the same in both phases.
+        """
+        if self.file is not None:
+            raise RuntimeError("add() must come before start(): the file layout is fixed then")
+        if int(every) != every or every < 1:
+            raise ValueError(f"trace {name!r}: every must be an integer >= 1, got {every!r}")
+        if phase not in PHASES:
+            raise ValueError(f"trace {name!r}: phase must be one of {PHASES}, got {phase!r}")
+        if any(s.name == name for s in self.specs):
+            raise ValueError(f"trace {name!r} declared twice")
+        self.specs.append(TraceSpec(name, rows, units, int(every), phase))
+        return self
+
+    # -- file lifecycle ------------------------------------------------------------------
+    def start(self, learner, batch: int, metrics=(), attrs: dict | None = None,
+              resume_from: "Recording | None" = None, resume_step: int | None = None) -> None:
+        """Check every declared name, create the file and its datasets, enter SWMR mode.
+
+        ``resume_from``/``resume_step``: copy the records of an earlier file with
+        step < resume_step first (used by checkpoint resume).
+        """
+        metrics = list(metrics)
+        known = list(learner.recordable) + [f"norm_{p}" for p in learner.params] + \
+            [f"norm_d{p}" for p in learner.params] + metrics
+        for spec in self.specs:
+            if spec.name not in known:
+                raise ValueError(f"cannot record unknown variable {spec.name!r}; "
+                                 f"recordable: {', '.join(known)}")
+        for spec in self.specs:
+            if spec.name in metrics:
+                shape, kind = (), "metric"
+            elif spec.name.startswith("norm_"):
+                shape, kind = (), "norm"
+            else:
+                shape, kind = learner.quantity_shape(spec.name, batch), "quantity"
+            if kind == "metric":
+                meaning, unit = f"metric {spec.name!r} supplied by the simulation loop", ""
+            elif kind == "norm":
+                inner, unit = learner.describe(spec.name[5:])
+                meaning = f"Frobenius norm of {spec.name[5:]}: {inner}"
+            else:
+                meaning, unit = learner.describe(spec.name)
+            self.traces[spec.name] = _Trace(spec, shape, kind, meaning, unit, self.buffer_steps)
+        tmp = None
+        target = self.path
+        if resume_from is not None and os.path.abspath(resume_from.path) == \
+                os.path.abspath(self.path):
+            tmp = self.path + ".resume-tmp"
+            target = tmp
+        try:
+            f = h5py.File(target, "w", libver="latest")
+        except (OSError, ValueError) as exc:
+            raise RecordingError(f"cannot create recording {self.path!r}: {exc}") from None
+        try:
+            f.attrs["format"] = FORMAT_NAME
+            f.attrs["version"] = FORMAT_VERSION
+            f.attrs["start_time"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+            f.attrs["versions"] = json.dumps(_versions())
+            f.attrs["learner"] = type(learner).__name__
+            f.attrs["batch"] = int(batch)
+            for k, v in (attrs or {}).items():
+                f.attrs[k] = v if isinstance(v, (str, int, float, np.number)) else json.dumps(v)
+            g = f.create_group("traces")
+            for name, tr in self.traces.items():
+                tg = g.create_group(name)
+                row_bytes = max(4, 4 * int(np.prod(tr.shape, dtype=np.int64)))
+                chunk_t = max(1, min(self.buffer_steps, (1 << 20) // row_bytes))
+                tr.values_ds = tg.create_dataset(
+                    "values", shape=(0, *tr.shape), maxshape=(None, *tr.shape), dtype="f4",
+                    chunks=(chunk_t, *tr.shape), compression=self.compression)
+                tr.step_ds = tg.create_dataset("step", shape=(0,), maxshape=(None,), dtype="i8",
+                                               chunks=(max(chunk_t, 256),))
+                a = tr.values_ds.attrs
+                a["meaning"] = tr.meaning
+                a["units"] = tr.unit
+                a["kind"] = tr.kind
+                a["every"] = tr.spec.every
+                a["phase"] = tr.spec.phase
+                a["axes"] = json.dumps(["step"] + (["row", "unit"][:len(tr.shape)]))
+                a["rows"] = json.dumps(tr.rows)
+                a["unit_index"] = json.dumps(tr.units)
+                a["full_shape"] = json.dumps(list(tr.full_shape))
+                if resume_from is not None and name in resume_from.traces:
+                    old = resume_from.traces[name]
+                    keep = int(np.searchsorted(old.step[:], resume_step)) if resume_step \
+                        is not None else len(old)
+                    if keep:
+                        tr.values_ds.resize((keep, *tr.shape))
+                        tr.values_ds[:keep] = old.values[:keep]
+                        tr.step_ds.resize((keep,))
+                        tr.step_ds[:keep] = old.step[:keep]
+            f.swmr_mode = True
+            f.flush()
+        except BaseException:
+            f.close()
+            raise
+        if tmp is not None:
+            resume_from.close()
+            os.replace(tmp, self.path)
+        self.file = f
+        self._last_flush = time.monotonic()
+
+    def _guard(self):
+        if self._broken is not None:
+            raise RecordingError(f"recording {self.path!r} stopped after an earlier error: "
+                                 f"{self._broken}")
+        if self.file is None:
+            raise RuntimeError("call start() before recording")
+
+    # -- recording ---------------------------------------------------------------------
+    def _value(self, tr: _Trace, learner, metrics):
+        name = tr.spec.name
+        if tr.kind == "metric":
+            if metrics is None or name not in metrics:
+                return None
+            return np.float32(metrics[name])
+        if tr.kind == "norm":
+            try:
+                a = learner.quantity(name[5:])
+            except KeyError:
+                return None
+            return np.float32(np.sqrt(np.vdot(a, a)))
+        try:
+            return tr.select(learner.quantity(name))
+        except KeyError:          # not produced yet (e.g. before the first step)
+            return None
+
+    def _record(self, step: int, learner, phase: str, metrics=None) -> None:
+        self._guard()
+        for tr in self.traces.values():
+            if tr.spec.phase != phase or step % tr.spec.every:
+                continue
+            v = self._value(tr, learner, metrics)
+            if v is None:
+                continue
+            tr.buf[tr.n] = v
+            tr.steps[tr.n] = step
+            tr.n += 1
+        if any(tr.n == self.buffer_steps for tr in self.traces.values()) or \
+                time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def before_step(self, step: int, learner) -> None:
+        """Record the "before" traces (call just before ``learner.step``)."""
+        if any(tr.spec.phase == "before" for tr in self.traces.values()):
+            self._record(step, learner, "before")
+
+    def after_step(self, step: int, learner, metrics: dict | None = None) -> None:
+        """Record the "after" traces and the metrics (call just after ``learner.step``)."""
+        self._record(step, learner, "after", metrics)
+
+    def flush(self) -> None:
+        """Write every buffered record and flush the file (readers see them after this)."""
+        self._guard()
+        try:
+            for tr in self.traces.values():
+                if tr.n == 0:
+                    continue
+                old = tr.values_ds.shape[0]
+                tr.values_ds.resize((old + tr.n, *tr.shape))
+                tr.values_ds[old:old + tr.n] = tr.buf[:tr.n]
+                tr.step_ds.resize((old + tr.n,))
+                tr.step_ds[old:old + tr.n] = tr.steps[:tr.n]
+                tr.n = 0
+            self.file.flush()
+        except (OSError, RuntimeError, ValueError) as exc:
+            self._broken = exc
+            raise RecordingError(f"writing recording {self.path!r} failed ({exc}); records "
+                                 "up to the previous flush are intact") from None
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        """Flush and close (idempotent)."""
+        if self.file is None:
+            return
+        try:
+            if self._broken is None:
+                self.flush()
+        finally:
+            try:
+                self.file.close()
+            finally:
+                self.file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ---------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------
+class Trace:
+    """One recorded trace, read lazily: ``trace[a:b]`` reads only those records."""
+
+    def __init__(self, name: str, group: h5py.Group):
+        self.name = name
+        self.values = group["values"]
+        self._step = group["step"]
+        self.attrs = dict(self.values.attrs)
+
+    @property
+    def step(self) -> np.ndarray:
+        """The step index of every record (int64; read in full, it is small)."""
+        return self._step[:]
+
+    def __len__(self):
+        return self.values.shape[0]
+
+    @property
+    def shape(self):
+        return self.values.shape
+
+    def __getitem__(self, idx):
+        return self.values[idx]
+
+    def at_steps(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) for lo <= step < hi."""
+        s = self.step
+        a, b = np.searchsorted(s, lo), np.searchsorted(s, hi)
+        return s[a:b], self.values[a:b]
+
+    def refresh(self):
+        self.values.refresh()
+        self._step.refresh()
+
+    def __repr__(self):
+        return f"<Trace {self.name} {self.shape} every={self.attrs.get('every')}>"
+
+
+class Recording:
+    """A ptncn recording opened read-only (safe while the run is still writing it)."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        if not os.path.exists(self.path):
+            raise FileNotFoundError(f"no recording at {self.path!r}")
+        self.file = self._open()
+        a = self.file.attrs
+        if a.get("format") != FORMAT_NAME:
+            self.file.close()
+            raise RecordingError(f"{self.path}: an HDF5 file, but not a ptncn recording "
+                                 f"(format attribute {a.get('format')!r})")
+        if int(a.get("version", -1)) != FORMAT_VERSION:
+            self.file.close()
+            raise RecordingError(f"{self.path}: recording format version {a.get('version')}, "
+                                 f"this ptncn reads version {FORMAT_VERSION}")
+        try:
+            self.traces = {name: Trace(name, g) for name, g in self.file["traces"].items()}
+        except (KeyError, OSError) as exc:
+            self.file.close()
+            raise RecordingError(f"{self.path}: damaged recording ({exc})") from None
+
+    def _open(self) -> h5py.File:
+        # A plain read-only open first: it fails fast on a corrupt file, whereas a
+        # SWMR open retries damaged metadata for a long time.  A file whose writer
+        # is still running (or was killed) refuses the plain open ("already open
+        # for write"); only then is it opened as a SWMR reader.
+        try:
+            f = h5py.File(self.path, "r")
+            if f.attrs.get("format") == FORMAT_NAME:
+                f.close()        # reopen as a SWMR reader so refresh() sees new records
+                return h5py.File(self.path, "r", swmr=True)
+            return f
+        except OSError as exc:
+            if "already open for write" not in str(exc):
+                raise RecordingError(f"{self.path}: not a readable HDF5 file — truncated or "
+                                     f"corrupt? ({exc})") from None
+        try:
+            return h5py.File(self.path, "r", swmr=True)
+        except OSError as exc:
+            raise RecordingError(f"{self.path}: not a readable HDF5 file — truncated or "
+                                 f"corrupt? ({exc})") from None
+
+    @property
+    def attrs(self) -> dict:
+        out = {}
+        for k, v in self.file.attrs.items():
+            if isinstance(v, bytes):
+                v = v.decode()
+            if isinstance(v, str) and v[:1] in "{[":
+                try:
+                    v = json.loads(v)
+                except json.JSONDecodeError:
+                    pass
+            out[k] = v
+        return out
+
+    @property
+    def config(self) -> dict:
+        return self.attrs.get("config", {})
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.traces)
+
+    def __getitem__(self, name: str) -> Trace:
+        if name not in self.traces:
+            raise KeyError(f"no trace {name!r} in {self.path}; traces: {', '.join(self.traces)}")
+        return self.traces[name]
+
+    def __contains__(self, name):
+        return name in self.traces
+
+    def refresh(self) -> None:
+        """See records a live run has flushed since opening."""
+        for t in self.traces.values():
+            t.refresh()
+
+    def summary(self) -> str:
+        a = self.attrs
+        lines = [f"{self.path}: {a.get('learner', '?')} recording, started {a.get('start_time')}",
+                 f"  seed {a.get('seed')}, batch {a.get('batch')}, "
+                 f"ptncn {a.get('versions', {}).get('ptncn', '?')}"]
+        for name, t in self.traces.items():
+            s = t.step
+            span = f"steps {s[0]}..{s[-1]}" if len(s) else "empty"
+            lines.append(f"  {name:<12} {str(t.shape):<20} {span:<22} every {t.attrs['every']}"
+                         f"  {t.attrs.get('meaning', '')}")
+        return "\n".join(lines)
+
+    def to_xarray(self):
+        """An xarray.Dataset of every trace (needs xarray; reads everything)."""
+        try:
+            import xarray as xr
+        except ImportError:
+            raise ImportError("to_xarray() needs xarray: pip install xarray") from None
+        data = {}
+        for name, t in self.traces.items():
+            axes = json.loads(t.attrs["axes"])
+            dims = [f"step_{name}"] + [f"{ax}_{name}" for ax in axes[1:]]
+            data[name] = xr.DataArray(t[:], dims=dims, coords={dims[0]: t.step},
+                                      attrs={k: str(v) for k, v in t.attrs.items()})
+        return xr.Dataset(data, attrs={k: str(v) for k, v in self.attrs.items()})
+
+    def close(self):
+        self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_recording(path) -> Recording:
+    """Open a recording for reading (lazy; works on a run that is still writing)."""
+    return Recording(path)
