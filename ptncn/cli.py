@@ -11,36 +11,86 @@ import numpy as np
 
 
 def _demo(args) -> int:
-    from .data.synthetic import cyclic_symbol_stream, cyclic_symbols
+    import os
+
+    from .analysis import plot_run
+    from .data.synthetic import CyclicSymbols
     from .ptncn import PTNCN
-    from .simulate import run_batch
+    from .record import Recorder
+    from .simulate import Simulation, run_batch
 
     model = PTNCN(args.vocab, args.hidden, act=args.act, out="softmax", optimizer=args.optimizer,
                   lr=args.lr, seed=args.seed)
-    stream = cyclic_symbol_stream(args.batch, args.length, vocab=args.vocab, seed=args.seed)
-    held_out = cyclic_symbols(64, args.length, vocab=args.vocab, seed=args.seed)
+    task = CyclicSymbols(batch_size=args.batch, length=args.length, vocab=args.vocab,
+                         seed=args.seed)
+    held_out = CyclicSymbols(batch_size=64, length=args.length, vocab=args.vocab,
+                             seed=args.seed).batch(10**9)     # a batch training never sees
     print(f"P-TNCN demo: next-symbol prediction on repeating patterns "
           f"(vocab {args.vocab}, hidden {args.hidden}, {args.optimizer} lr {args.lr}); "
           f"chance = {np.log2(args.vocab):.3f} bits")
-    print(f"{'batch':>6} {'train bits':>11} {'held-out bits':>14} {'s':>7}")
-    t0 = time.perf_counter()
-    first = last = None
-    for i in range(args.batches + 1):
-        if i % args.every == 0:
-            ev = run_batch(model, *held_out, learn=False)
-            bits = ev.mean / np.log(2)
-            first = bits if first is None else first
-            last = bits
-        x, m = next(stream)
-        tr = run_batch(model, x, m, learn=True)
-        if i % args.every == 0:
-            print(f"{i:>6} {tr.mean / np.log(2):>11.4f} {bits:>14.4f} "
-                  f"{time.perf_counter() - t0:>7.1f}", flush=True)
-    print(f"held-out loss: {first:.4f} -> {last:.4f} bits/symbol")
+    before = run_batch(model, *held_out, learn=False).mean / np.log(2)
+    print(f"held-out loss before training: {before:.4f} bits/symbol")
+    rec = None
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        rec = Recorder(os.path.join(args.out, "run.h5"))
+        rec.add("loss").add("e0").add("e1").add("eps1").add("eps2")
+        rec.add("z1", rows=[0, 1]).add("z2", rows=[0])
+        for p in model.params:
+            rec.add(f"norm_{p}").add(f"norm_d{p}")
+    sim = Simulation(model, task, args.batches, recorder=rec,
+                     checkpoint_every=500 if args.out else 0,
+                     checkpoint_path=os.path.join(args.out, "run.ckpt.npz") if args.out else None,
+                     progress=False if args.quiet else None,
+                     attrs={"config": {"model": model.config.to_dict(),
+                                       "optimizer": model.optimizer.hyperparams(),
+                                       "batches": args.batches}, "seed": args.seed})
+    recent: list = []
+
+    def batch_end(sim, b, mean_nats):
+        recent.append(mean_nats / np.log(2))
+        if (b + 1) % args.every == 0:
+            print(f"  batch {b + 1:>5}: train loss {np.nanmean(recent):.4f} bits/symbol "
+                  f"(mean of the last {len(recent)} batches)", flush=True)
+            recent.clear()
+    sim.on_batch_end = batch_end
+    res = sim.run()
+    after = run_batch(model, *held_out, learn=False).mean / np.log(2)
+    print(f"trained {res.steps} steps in {res.seconds:.1f} s ({res.steps_per_s:.0f} steps/s)")
+    print(f"held-out loss: {before:.4f} -> {after:.4f} bits/symbol")
     if args.save:
         model.save(args.save)
         print(f"saved model to {args.save}")
-    return 0 if last < first else 1
+    if args.out:
+        print(f"recording: {os.path.join(args.out, 'run.h5')}")
+        for p in plot_run(os.path.join(args.out, "run.h5"), os.path.join(args.out, "plots")):
+            print(f"plot: {p}")
+    return 0 if after < before else 1
+
+
+def _plot(args) -> int:
+    from .analysis import plot_run
+
+    out = args.out or (str(args.file).rsplit(".", 1)[0] + "_plots")
+    for p in plot_run(args.file, out):
+        print(p)
+    return 0
+
+
+def _export(args) -> int:
+    from .export import to_nwb
+
+    path = to_nwb(args.file, args.nwb, step_seconds=args.step_seconds, overwrite=args.overwrite)
+    print(f"wrote {path}")
+    return 0
+
+
+def _summary(args) -> int:
+    from .record import open_recording
+
+    with open_recording(args.file) as r:
+        print(r.summary())
+    return 0
 
 
 def _info(args) -> int:
@@ -62,7 +112,7 @@ def main(argv=None) -> int:
 
     d = sub.add_parser("demo", help="train a small P-TNCN on a built-in sequence task")
     d.add_argument("--batches", type=int, default=300)
-    d.add_argument("--every", type=int, default=25)
+    d.add_argument("--every", type=int, default=25, help="print the train loss every N batches")
     d.add_argument("--batch", type=int, default=16)
     d.add_argument("--length", type=int, default=20)
     d.add_argument("--vocab", type=int, default=8)
@@ -72,7 +122,27 @@ def main(argv=None) -> int:
     d.add_argument("--lr", type=float, default=0.075)
     d.add_argument("--seed", type=int, default=1234)
     d.add_argument("--save", default=None, help="write the trained model here (.npz)")
+    d.add_argument("--out", default=None,
+                   help="record the run to OUT/run.h5 (+ checkpoint, + OUT/plots/*.png)")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(fn=_demo)
+
+    p = sub.add_parser("plot", help="write PNG figures of a recorded run")
+    p.add_argument("file", help="run file (.h5) written by a recorder")
+    p.add_argument("--out", default=None, help="output folder (default: <run>_plots)")
+    p.set_defaults(fn=_plot)
+
+    e = sub.add_parser("export", help="export a recorded run to another format")
+    e.add_argument("file", help="run file (.h5)")
+    e.add_argument("--nwb", required=True, help="write NWB (needs the 'nwb' extra) to this path")
+    e.add_argument("--step-seconds", type=float, default=1.0,
+                   help="NWB time of one simulation step, in seconds (default 1)")
+    e.add_argument("--overwrite", action="store_true")
+    e.set_defaults(fn=_export)
+
+    r = sub.add_parser("summary", help="list the traces of a recorded run")
+    r.add_argument("file")
+    r.set_defaults(fn=_summary)
 
     i = sub.add_parser("info", help="print the config and shapes of a saved model")
     i.add_argument("file")
@@ -81,7 +151,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         return args.fn(args)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, KeyError, ImportError) as exc:
         print(f"ptncn: error: {exc}", file=sys.stderr)
         return 2
 

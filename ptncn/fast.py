@@ -80,6 +80,14 @@ class FactoredUpdates(Mapping):
             self._cache[key] = np.ascontiguousarray(left[:, a:b].T @ right)
         return self._cache[key]
 
+    def norm(self, key) -> float:
+        """Frobenius norm of ``self[key]`` without forming it (factorised, as for clipping)."""
+        if key in self._cache:
+            a = self._cache[key]
+            return float(np.sqrt(np.vdot(a, a)))
+        left, right, a, b = self._f[key]
+        return float(np.sqrt(max(sq_norms(left, right, [(a, b)])[0], 0.0)))
+
     def __iter__(self):
         return iter(self._f)
 

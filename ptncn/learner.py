@@ -85,6 +85,11 @@ class Learner(abc.ABC):
     def quantity_shape(self, name: str, batch: int) -> tuple[int, ...]:
         """Shape of ``quantity(name)`` for a batch of ``batch`` rows (known before stepping)."""
 
+    def quantity_norm(self, name: str) -> float:
+        """Frobenius norm of ``quantity(name)`` (learners may compute it without forming it)."""
+        a = self.quantity(name)
+        return float(np.sqrt(np.vdot(a, a)))
+
     def describe(self, name: str) -> tuple[str, str]:
         """(meaning, units) of a recordable name, written into recordings."""
         return (name, "a.u.")

@@ -407,6 +407,11 @@ class PTNCN(Learner):
             raise KeyError(f"{name!r} has no value yet: take a step first")
         raise KeyError(f"unknown quantity {name!r}; recordable: {', '.join(self.recordable)}")
 
+    def quantity_norm(self, name: str) -> float:
+        if isinstance(self.updates, FactoredUpdates) and name in self.updates:
+            return self.updates.norm(name)
+        return super().quantity_norm(name)
+
     _MEANINGS = {
         "x": ("input x_t (the target of the prediction x_mu)", "input units"),
         "x_mu": ("prediction of x_t made before seeing it, out(z1 @ W1)", "output units"),

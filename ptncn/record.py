@@ -259,10 +259,9 @@ class Recorder:
             return np.float32(metrics[name])
         if tr.kind == "norm":
             try:
-                a = learner.quantity(name[5:])
+                return np.float32(learner.quantity_norm(name[5:]))
             except KeyError:
                 return None
-            return np.float32(np.sqrt(np.vdot(a, a)))
         try:
             return tr.select(learner.quantity(name))
         except KeyError:          # not produced yet (e.g. before the first step)

@@ -102,6 +102,7 @@ class Simulation:
         self.position = (0, 0)        # (batch index, time step within it) of the next step
         self.step = 0                 # global step counter
         self.on_step = None           # optional callback(sim) after every step (tests, tools)
+        self.on_batch_end = None      # optional callback(sim, batch_index, mean_loss_nats)
         self._resume_from = None
 
     # -- checkpoints ---------------------------------------------------------------------
@@ -182,6 +183,8 @@ class Simulation:
                         self.on_step(self)
                 result.batches += 1
                 result.train_loss.append(loss / tokens if tokens else float("nan"))
+                if self.on_batch_end is not None:
+                    self.on_batch_end(self, b, result.train_loss[-1])
             self.position = (self.n_batches, 0)
         finally:
             if bar is not None:

@@ -102,3 +102,13 @@ def test_save_load_continues_identically_with_fused_nesterov(tmp_path):
         b.step(x)
     for k in a.params:
         np.testing.assert_array_equal(a.params[k], b.params[k])
+
+
+def test_factored_update_norms_equal_formed_norms():
+    rng = np.random.default_rng(0)
+    m = PTNCN(6, (5, 4), seed=0, clip=0.3)
+    for _ in range(3):
+        m.step(np.eye(6, dtype=F32)[rng.integers(0, 6, 4)])
+    for k in m.params:
+        formed = np.linalg.norm(m.updates[f"d{k}"].astype(np.float64))
+        assert m.quantity_norm(f"d{k}") == pytest.approx(formed, rel=1e-5, abs=1e-9)
