@@ -207,10 +207,12 @@ class Recorder:
             for name, tr in self.traces.items():
                 tg = g.create_group(name)
                 row_bytes = max(4, 4 * int(np.prod(tr.shape, dtype=np.int64)))
-                chunk_t = max(1, min(self.buffer_steps, (1 << 20) // row_bytes))
+                # ~64 KiB chunks: a flush rewrites at most one partly filled chunk per trace
+                chunk_t = max(1, min(self.buffer_steps, (1 << 16) // row_bytes))
                 tr.values_ds = tg.create_dataset(
                     "values", shape=(0, *tr.shape), maxshape=(None, *tr.shape), dtype="f4",
-                    chunks=(chunk_t, *tr.shape), compression=self.compression)
+                    chunks=(chunk_t, *tr.shape), compression=self.compression,
+                    shuffle=self.compression is not None)
                 tr.step_ds = tg.create_dataset("step", shape=(0,), maxshape=(None,), dtype="i8",
                                                chunks=(max(chunk_t, 256),))
                 a = tr.values_ds.attrs
@@ -304,7 +306,11 @@ class Recorder:
                 tr.step_ds.resize((old + tr.n,))
                 tr.step_ds[old:old + tr.n] = tr.steps[:tr.n]
                 tr.n = 0
-            self.file.flush()
+                # H5Dflush per dataset: makes the new extent and data visible to SWMR
+                # readers and durable against a killed process, and is far cheaper
+                # than a whole-file H5Fflush
+                tr.values_ds.flush()
+                tr.step_ds.flush()
         except (OSError, RuntimeError, ValueError) as exc:
             self._broken = exc
             raise RecordingError(f"writing recording {self.path!r} failed ({exc}); records "

@@ -7,16 +7,22 @@ from ptncn.cli import main
 
 def test_demo_loss_falls_and_model_saves(tmp_path, capsys):
     out = tmp_path / "demo.npz"
-    rc = main(["demo", "--batches", "40", "--every", "20", "--hidden", "32",
-               "--save", str(out)])
+    rc = main(["demo", "--batches", "40", "--every", "20", "--hidden", "32", "--quiet",
+               "--save", str(out), "--out", str(tmp_path / "run")])
     text = capsys.readouterr().out
     assert rc == 0, text
-    line = [l for l in text.splitlines() if l.startswith("held-out loss")][0]
+    line = [l for l in text.splitlines() if l.startswith("held-out loss") and "->" in l][0]
     first, last = (float(v) for v in line.split(":")[1].replace("bits/symbol", "").split("->"))
     assert last < 0.5 * first
     assert main(["info", str(out)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["config"]["hidden"] == [32, 32] and info["params"]["W1"] == [32, 8]
+    assert (tmp_path / "run" / "run.h5").exists() and (tmp_path / "run" / "run.ckpt.npz").exists()
+    assert (tmp_path / "run" / "plots" / "learning_curve.png").exists()
+    assert main(["summary", str(tmp_path / "run" / "run.h5")]) == 0
+    assert "eps1" in capsys.readouterr().out
+    assert main(["plot", str(tmp_path / "run" / "run.h5"), "--out", str(tmp_path / "p")]) == 0
+    assert (tmp_path / "p" / "param_norms.png").exists()
 
 
 def test_bad_file_gives_one_clear_error(tmp_path, capsys):
