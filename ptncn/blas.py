@@ -103,8 +103,13 @@ class OpenBLASBackend:
                     a.ctypes.data, _ld(a), b.ctypes.data, _ld(b), beta,
                     c.ctypes.data, _ld(c))
 
+    # Below this size NumPy's single-threaded loop beats waking BLAS threads (which,
+    # on a busy machine, can cost milliseconds per call).
+    AXPY_MIN_SIZE = 131072
+
     def axpy(self, alpha, x, y):
-        if not (x.flags.c_contiguous and y.flags.c_contiguous and x.size == y.size
+        if x.size < self.AXPY_MIN_SIZE or not (
+                x.flags.c_contiguous and y.flags.c_contiguous and x.size == y.size
                 and x.dtype == y.dtype == np.float32):
             return NumpyBackend().axpy(alpha, x, y)
         self._saxpy(x.size, alpha, x.ctypes.data, 1, y.ctypes.data, 1)

@@ -28,7 +28,7 @@ def _demo(args) -> int:
     print(f"P-TNCN demo: next-symbol prediction on repeating patterns "
           f"(vocab {args.vocab}, hidden {args.hidden}, {args.optimizer} lr {args.lr}); "
           f"chance = {np.log2(args.vocab):.3f} bits")
-    before = run_batch(model, *held_out, learn=False).mean / np.log(2)
+    before = run_batch(model, held_out.x, held_out.mask, learn=False, score=held_out.score).mean / np.log(2)
     print(f"held-out loss before training: {before:.4f} bits/symbol")
     rec = None
     if args.out:
@@ -55,7 +55,7 @@ def _demo(args) -> int:
             recent.clear()
     sim.on_batch_end = batch_end
     res = sim.run()
-    after = run_batch(model, *held_out, learn=False).mean / np.log(2)
+    after = run_batch(model, held_out.x, held_out.mask, learn=False, score=held_out.score).mean / np.log(2)
     print(f"trained {res.steps} steps in {res.seconds:.1f} s ({res.steps_per_s:.0f} steps/s)")
     print(f"held-out loss: {before:.4f} -> {after:.4f} bits/symbol")
     if args.save:
@@ -66,6 +66,44 @@ def _demo(args) -> int:
         for p in plot_run(os.path.join(args.out, "run.h5"), os.path.join(args.out, "plots")):
             print(f"plot: {p}")
     return 0 if after < before else 1
+
+
+def _train(args) -> int:
+    from .harness import load_config, train
+
+    cfg = load_config(args.config, args.set)
+    train(cfg, out_dir=args.out, data_dir=args.data_dir, quiet=args.quiet,
+          plots=not args.no_plots)
+    return 0
+
+
+def _resume(args) -> int:
+    import json
+    import os
+
+    from .harness import train, validate
+
+    from .harness import apply_overrides
+    with open(os.path.join(args.run_dir, "config.json")) as f:
+        cfg = validate(apply_overrides(json.load(f), args.set))
+    train(cfg, out_dir=args.run_dir, data_dir=args.data_dir, quiet=args.quiet, resume=True)
+    return 0
+
+
+def _eval(args) -> int:
+    import json
+
+    from .harness import default_eval_split, evaluate, load_config, make_task
+    from .ptncn import PTNCN
+
+    cfg = load_config(args.config, args.set)
+    probe = make_task(cfg, "train", args.data_dir)
+    split = args.split or default_eval_split(probe)
+    task = make_task(cfg, split, args.data_dir)
+    model = PTNCN.load(args.model)
+    m = evaluate(model, task, args.batches)
+    print(json.dumps({"model": args.model, "split": split, **m}, indent=2))
+    return 0
 
 
 def _plot(args) -> int:
@@ -126,6 +164,33 @@ def main(argv=None) -> int:
                    help="record the run to OUT/run.h5 (+ checkpoint, + OUT/plots/*.png)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(fn=_demo)
+
+    t = sub.add_parser("train", help="train and evaluate from a TOML config (models/*.toml)")
+    t.add_argument("config")
+    t.add_argument("--out", default=None, help="output folder (default runs/<name>)")
+    t.add_argument("--data-dir", default=None, help="where the data files are (else $PTNCN_DATA)")
+    t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set train.batches=50")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--no-plots", action="store_true")
+    t.set_defaults(fn=_train)
+
+    rs = sub.add_parser("resume", help="continue an interrupted `ptncn train` run from its checkpoint")
+    rs.add_argument("run_dir")
+    rs.add_argument("--data-dir", default=None)
+    rs.add_argument("--quiet", action="store_true")
+    rs.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override a config value (e.g. a new train.time_budget_s)")
+    rs.set_defaults(fn=_resume)
+
+    ev = sub.add_parser("eval", help="evaluate a saved model on a config's task")
+    ev.add_argument("config")
+    ev.add_argument("--model", required=True, help="a model saved by train (best.npz, final.npz)")
+    ev.add_argument("--split", default=None, help="valid or test (default: the config's)")
+    ev.add_argument("--batches", type=int, default=0, help="at most this many batches (0 = all)")
+    ev.add_argument("--data-dir", default=None)
+    ev.add_argument("--set", action="append", default=[])
+    ev.set_defaults(fn=_eval)
 
     p = sub.add_parser("plot", help="write PNG figures of a recorded run")
     p.add_argument("file", help="run file (.h5) written by a recorder")

@@ -1,10 +1,9 @@
 """The time-stepped loop: batches of masked sequences, online learning, recording,
 checkpoints and exact resume.
 
-A *task* is any object with ``batch(i) -> (x, mask)`` (x: (T, B, X) float32,
-mask: (T, B, 1) of 0/1), deterministic in ``i``, an ``identity() -> dict``
-(written into recordings) and a ``kind`` ("onehot" for categorical targets
-scored by NLL, "binary" for pixels scored by BCE).
+A *task* is any object implementing the interface of :mod:`ptncn.data.base`:
+``batch(i) -> Batch(x, mask, score)``, deterministic in ``i``, ``identity()``,
+``kind`` ("onehot": scored by NLL; "binary": BCE summed over units).
 
 :class:`Simulation` steps a learner through batches ``0..n_batches-1``.  Every
 ``checkpoint_every`` steps it writes a checkpoint (learner, optimizer, RNG,
@@ -28,13 +27,20 @@ from .metrics import nll_nats_sum
 _TINY = 1e-7
 
 
-def step_loss(kind: str, pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
-    """Summed loss of one step over unmasked rows: NLL (nats) or BCE (nats, summed over units)."""
+def step_loss(kind: str, pred: np.ndarray, target: np.ndarray, score: np.ndarray) -> float:
+    """Summed loss of one step over scored rows: NLL (nats) for one-hot data, BCE
+    summed over units (nats per frame) for binary data."""
     if kind == "onehot":
-        return nll_nats_sum(pred, target, mask)
+        return nll_nats_sum(pred, target, score)
     p = np.clip(np.asarray(pred, np.float64), _TINY, 1 - _TINY)
     bce = -(target * np.log(p) + (1 - target) * np.log1p(-p)).sum(axis=-1, keepdims=True)
-    return float((bce * mask).sum())
+    return float((bce * score).sum())
+
+
+def step_sq_error(pred: np.ndarray, target: np.ndarray, score: np.ndarray) -> float:
+    """Squared error summed over units and scored rows."""
+    d = np.asarray(pred, np.float64) - target
+    return float(((d * d).sum(axis=-1, keepdims=True) * score).sum())
 
 
 @dataclass
@@ -50,25 +56,29 @@ class BatchResult:
 
 
 def run_batch(learner: Learner, x: np.ndarray, mask: np.ndarray, learn: bool = True,
-              skip_first: bool = True, kind: str = "onehot") -> BatchResult:
+              skip_first: bool = True, kind: str = "onehot", score=None) -> BatchResult:
     """Reset ``learner`` and step it through ``x`` (T, B, X) with ``mask`` (T, B, 1).
 
     The prediction returned at step t was made before seeing ``x[t]`` and is
-    scored against it (NLL in nats for one-hot data, BCE for binary).  Step 0's
-    prediction comes from an all-zero state and is skipped unless
-    ``skip_first=False``.
+    scored against it where ``score`` is 1 (default: the mask, without step 0,
+    whose prediction comes from an all-zero state, unless ``skip_first=False``).
     """
     x = np.asarray(x)
     mask = np.asarray(mask, dtype=np.float32)
     if x.ndim != 3 or mask.shape != (*x.shape[:2], 1):
         raise ValueError(f"expected x (T, B, X) and mask (T, B, 1); got {x.shape} and {mask.shape}")
+    if score is None:
+        score = mask.copy()
+        if skip_first:
+            score[0] = 0
     learner.reset(x.shape[1])
     loss, tokens = 0.0, 0.0
     for t in range(x.shape[0]):
         pred = learner.step(x[t], mask[t], learn=learn)
-        if t > 0 or not skip_first:
-            loss += step_loss(kind, pred, x[t], mask[t])
-            tokens += float(mask[t].sum())
+        n = float(score[t].sum())
+        if n:
+            loss += step_loss(kind, pred, x[t], score[t])
+            tokens += n
     return BatchResult(loss, tokens)
 
 
@@ -103,6 +113,7 @@ class Simulation:
         self.step = 0                 # global step counter
         self.on_step = None           # optional callback(sim) after every step (tests, tools)
         self.on_batch_end = None      # optional callback(sim, batch_index, mean_loss_nats)
+        self.stop = False             # set (e.g. from a callback) to end after the current batch
         self._resume_from = None
 
     # -- checkpoints ---------------------------------------------------------------------
@@ -141,7 +152,7 @@ class Simulation:
         learner, task, rec = self.learner, self.task, self.recorder
         kind = getattr(task, "kind", "onehot")
         b0, t0 = self.position
-        x0, _ = task.batch(b0 if b0 < self.n_batches else 0)
+        x0 = task.batch(b0 if b0 < self.n_batches else 0).x
         if rec is not None and rec.file is None:
             rec.start(learner, batch=x0.shape[1], metrics=["loss"],
                       attrs={**self.attrs, "data_identity": task.identity()},
@@ -151,7 +162,9 @@ class Simulation:
         t_start = time.perf_counter()
         try:
             for b in range(b0, self.n_batches):
-                x, m = task.batch(b)
+                if self.stop:
+                    break
+                x, m, sc = task.batch(b)
                 start_t = t0 if b == b0 else 0
                 if start_t == 0:
                     learner.reset(x.shape[1])
@@ -161,11 +174,10 @@ class Simulation:
                         rec.before_step(self.step, learner)
                     pred = learner.step(x[t], m[t], learn=self.learn)
                     step_l = float("nan")
-                    if t > 0:
-                        n = float(m[t].sum())
-                        if n:
-                            s = step_loss(kind, pred, x[t], m[t])
-                            loss, tokens, step_l = loss + s, tokens + n, s / n
+                    n = float(sc[t].sum())
+                    if n:
+                        s = step_loss(kind, pred, x[t], sc[t])
+                        loss, tokens, step_l = loss + s, tokens + n, s / n
                     if rec is not None:
                         rec.after_step(self.step, learner, {"loss": step_l})
                     self.step += 1
@@ -185,7 +197,8 @@ class Simulation:
                 result.train_loss.append(loss / tokens if tokens else float("nan"))
                 if self.on_batch_end is not None:
                     self.on_batch_end(self, b, result.train_loss[-1])
-            self.position = (self.n_batches, 0)
+            if not self.stop:
+                self.position = (self.n_batches, 0)
         finally:
             if bar is not None:
                 bar.close()

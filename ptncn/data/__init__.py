@@ -1,5 +1,22 @@
-"""Sequence tasks: each yields batches ``(x, mask)`` of shape (T, B, X) and (T, B, 1)."""
+"""Data: file lookup/verification and the benchmark tasks (see :mod:`ptncn.data.base`).
 
-from .synthetic import cyclic_symbols
+Tasks are imported lazily by name (``ptncn.data.PTBChar`` etc.) so that using
+one never loads the others' data.
+"""
 
-__all__ = ["cyclic_symbols"]
+from .base import Batch, default_score
+from .files import DataError, find
+from .synthetic import CyclicSymbols, cyclic_symbols
+
+_LAZY = {"PTBChar": ".ptb", "PTBWord": ".ptb", "BouncingDigits": ".bouncing",
+         "BitRecall": ".bitrecall"}
+
+__all__ = ["Batch", "default_score", "DataError", "find", "CyclicSymbols", "cyclic_symbols",
+           *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(name)

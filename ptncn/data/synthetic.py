@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .base import Batch, default_score
+
 
 def cyclic_symbols(batch: int, length: int, vocab: int = 8, period: int = 5,
                    seed: int = 0, n_patterns: int = 3, ragged: bool = True):
@@ -59,17 +61,25 @@ class CyclicSymbols:
     kind = "onehot"
 
     def __init__(self, batch_size: int = 16, length: int = 20, vocab: int = 8, period: int = 5,
-                 n_patterns: int = 3, ragged: bool = True, seed: int = 0):
+                 n_patterns: int = 3, ragged: bool = True, seed: int = 0, split: str = "train"):
+        if split not in ("train", "valid", "test"):
+            raise ValueError(f"split must be train, valid or test, got {split!r}")
+        self.split = split
         self.batch_size, self.length, self.vocab = batch_size, length, vocab
         self.period, self.n_patterns, self.ragged, self.seed = period, n_patterns, ragged, seed
         self.patterns = np.random.default_rng(seed).integers(0, vocab, size=(n_patterns, period))
         self.x_dim = vocab
 
-    def batch(self, i: int):
-        rng = np.random.default_rng([self.seed, 7, int(i)])
-        return _draw(rng, self.patterns, self.batch_size, self.length, self.vocab, self.ragged)
+    n_batches = 1000
+
+    def batch(self, i: int) -> Batch:
+        # the same patterns in every split; each split draws its own rows
+        code = {"train": 7, "valid": 8, "test": 9}[self.split]
+        rng = np.random.default_rng([self.seed, code, int(i)])
+        x, mask = _draw(rng, self.patterns, self.batch_size, self.length, self.vocab, self.ragged)
+        return Batch(x, mask, default_score(mask))
 
     def identity(self) -> dict:
         return {"task": "cyclic_symbols", "batch_size": self.batch_size, "length": self.length,
                 "vocab": self.vocab, "period": self.period, "n_patterns": self.n_patterns,
-                "ragged": self.ragged, "seed": self.seed}
+                "ragged": self.ragged, "seed": self.seed, "split": self.split}
