@@ -8,7 +8,8 @@ wrong type, are errors naming the key and what is allowed::
     [task]        name = "ptb_char", batch_size = 50, ... (the task's own options)
     [model]       learner = "ptncn", hidden = [250, 250], act = "tanh", ... (PTNCN options)
     [optimizer]   name = "nesterov", lr = 0.075, momentum = 0.95, ...
-    [train]       batches, time_budget_s, eval_every, eval_batches, eval_split, checkpoint_every
+    [train]       batches, time_budget_s, eval_every, eval_batches (periodic evaluation),
+                  final_eval_batches (0 = the whole evaluation set), eval_split, checkpoint_every
     [record]      traces = ["loss", "e0", ...], rows, every, buffer_steps, flush_seconds, compression
 
 A run writes into its output folder (default ``runs/<name>``): ``run.h5``
@@ -48,7 +49,8 @@ LEARNERS = ("ptncn",)
 TOP_KEYS = {"name": str, "seed": int, "description": str, "task": dict, "model": dict,
             "optimizer": dict, "train": dict, "record": dict}
 TRAIN_KEYS = {"batches": int, "time_budget_s": (int, float), "eval_every": int,
-              "eval_batches": int, "eval_split": str, "checkpoint_every": int}
+              "eval_batches": int, "final_eval_batches": int, "eval_split": str,
+              "checkpoint_every": int}
 RECORD_KEYS = {"traces": list, "rows": list, "every": int, "buffer_steps": int,
                "flush_seconds": (int, float), "compression": str}
 OPTIMIZER_KEYS = {"name": str, "lr": (int, float), "momentum": (int, float),
@@ -57,7 +59,7 @@ OPTIMIZER_KEYS = {"name": str, "lr": (int, float), "momentum": (int, float),
 DEFAULTS = {
     "seed": 1234,
     "train": {"batches": 100, "time_budget_s": 0, "eval_every": 0, "eval_batches": 0,
-              "eval_split": "", "checkpoint_every": 0},
+              "final_eval_batches": 0, "eval_split": "", "checkpoint_every": 0},
     "record": {"traces": ["loss"], "rows": [0], "every": 1, "buffer_steps": 256,
                "flush_seconds": 1.0, "compression": "lzf"},
     "optimizer": {"name": "nesterov", "lr": 0.075, "momentum": 0.95},
@@ -246,6 +248,34 @@ def evaluate(learner, task, max_batches: int = 0) -> dict:
     return out
 
 
+def trivial_baselines(train_task, eval_task, max_batches: int = 0) -> dict:
+    """Scores of predictors that learn nothing, on the same evaluation data.
+
+    Video tasks: "copy the last frame" and "the mean training frame"; one-hot
+    tasks: the unigram (symbol frequencies of the training data's first batches).
+    """
+    n = eval_task.n_batches if not max_batches else min(max_batches, eval_task.n_batches)
+    if type(eval_task).__name__ == "BouncingDigits":
+        from .data import bouncing
+        cl = bouncing.copy_last_frame_bce(eval_task, n_batches=n)
+        mf = bouncing.mean_frame_bce(eval_task, train_task, n_batches=n)
+        return {"copy_last_frame": {"bce_per_frame": cl["bce"], "mse_per_frame": cl["mse"]},
+                "mean_frame": {"bce_per_frame": mf["bce"], "mse_per_frame": mf["mse"]}}
+    if eval_task.kind == "onehot":
+        counts = np.ones(eval_task.x_dim)
+        for i in range(min(20, train_task.n_batches)):
+            x, m, _ = train_task.batch(i)
+            counts += (x * m).sum(axis=(0, 1))
+        p = counts / counts.sum()
+        loss = cnt = 0.0
+        for i in range(n):
+            x, m, sc = eval_task.batch(i)
+            loss -= float((np.log(p)[None, None, :] * x * sc).sum())
+            cnt += float(sc.sum())
+        return {"unigram": {"bpc": loss / cnt / math.log(2), "loss": loss / cnt}}
+    return {}
+
+
 def _recorder(cfg, path, learner):
     from .record import Recorder
     r = cfg["record"]
@@ -260,8 +290,11 @@ def _recorder(cfg, path, learner):
 
 
 def train(cfg: dict, out_dir: str | None = None, data_dir=None, quiet: bool = False,
-          resume: bool = False, plots: bool = True, log=print) -> dict:
+          resume: bool = False, plots: bool = True, log=None) -> dict:
     """Run (or resume) the training described by ``cfg``; returns the final metrics."""
+    if log is None:
+        def log(msg):
+            print(msg, flush=True)
     out_dir = out_dir or os.path.join("runs", cfg["name"])
     os.makedirs(out_dir, exist_ok=True)
     paths = {k: os.path.join(out_dir, v) for k, v in
@@ -310,11 +343,12 @@ def train(cfg: dict, out_dir: str | None = None, data_dir=None, quiet: bool = Fa
         sim.save_checkpoint()
         log(f"time budget reached at step {sim.step}; `ptncn resume {out_dir}` continues")
     learner.save(paths["final"])
-    final = evaluate(learner, eval_task, tr["eval_batches"])
+    final = evaluate(learner, eval_task, tr["final_eval_batches"])
     if final["loss"] < best["loss"]:
         best.update(final)
         learner.save(paths["best"])
-    metrics = {"name": cfg["name"], "split": split, "final": final,
+    baselines = trivial_baselines(task, eval_task, tr["final_eval_batches"])
+    metrics = {"name": cfg["name"], "split": split, "final": final, "baselines": baselines,
                "best": {k: v for k, v in best.items()}, "history": history,
                "train": {"steps": res.steps, "batches": res.batches, "seconds": res.seconds,
                          "steps_per_s": res.steps_per_s,
@@ -324,6 +358,9 @@ def train(cfg: dict, out_dir: str | None = None, data_dir=None, quiet: bool = Fa
     with open(paths["metrics"], "w") as f:
         json.dump(metrics, f, indent=2, default=float)
     log(_fmt(f"final {split}", final))
+    for name, b in baselines.items():
+        log(f"  {name} predictor on the same data: " +
+            ", ".join(f"{k} {v:.4f}" for k, v in b.items()))
     log(f"trained {res.steps} steps in {res.seconds:.0f} s ({res.steps_per_s:.0f} steps/s); "
         f"wrote {out_dir}")
     if plots:

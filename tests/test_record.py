@@ -226,3 +226,21 @@ def test_memory_is_bounded_by_the_buffer(tmp_path):
     assert rec.traces["z1"].buf.shape == (16, 4, 6)
     assert rec.traces["W2"].buf.shape == (16, 5, 6)
     rec.close()
+
+
+def test_to_xarray_when_installed(tmp_path):
+    xr = pytest.importorskip("xarray", reason="to_xarray needs the optional xarray package")
+    model, task = make()
+    Simulation(model, task, 1, recorder=Recorder(tmp_path / "r.h5").add("z1").add("loss")).run()
+    with open_recording(tmp_path / "r.h5") as r:
+        ds = r.to_xarray()
+        assert isinstance(ds, xr.Dataset) and ds["z1"].shape == r["z1"].shape
+
+
+def test_progress_bar_shows_steps_and_loss(tmp_path, capsys):
+    model, task = make()
+    Simulation(model, task, 2, progress=True).run()
+    err = capsys.readouterr().err
+    assert "step" in err and "loss=" in err
+    Simulation(model, task, 1, progress=False).run()
+    assert capsys.readouterr().err == ""
