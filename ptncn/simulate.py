@@ -160,6 +160,7 @@ class Simulation:
         bar = self._progress_bar(x0.shape[0] * self.n_batches, self.step)
         result = RunResult(0, 0, 0.0)
         t_start = time.perf_counter()
+        seen_tokens = 0.0         # scored tokens (frames) so far, for the tokens/s display
         try:
             for b in range(b0, self.n_batches):
                 if self.stop:
@@ -188,9 +189,12 @@ class Simulation:
                             rec.flush()
                         self.save_checkpoint()
                     if bar is not None:
+                        seen_tokens += n
                         bar.update(1)
                         if np.isfinite(step_l):
-                            bar.set_postfix(loss=f"{step_l:.3f}", refresh=False)
+                            rate = seen_tokens / max(time.perf_counter() - t_start, 1e-9)
+                            bar.set_postfix(loss=f"{step_l:.3f}", tok_s=f"{rate:.0f}",
+                                            refresh=False)
                     if self.on_step is not None:
                         self.on_step(self)
                 result.batches += 1

@@ -241,6 +241,6 @@ def test_progress_bar_shows_steps_and_loss(tmp_path, capsys):
     model, task = make()
     Simulation(model, task, 2, progress=True).run()
     err = capsys.readouterr().err
-    assert "step" in err and "loss=" in err
+    assert "step" in err and "loss=" in err and "tok_s=" in err
     Simulation(model, task, 1, progress=False).run()
     assert capsys.readouterr().err == ""
