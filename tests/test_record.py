@@ -62,8 +62,7 @@ def test_layout_attributes_and_values(tmp_path):
 
 def test_phase_before_records_params_used_by_the_step(tmp_path):
     model, task = make()
-    rec = Recorder(tmp_path / "r.h5").add("V1", phase="before").add("V1b", phase="after") \
-        if False else Recorder(tmp_path / "r.h5").add("V1", phase="before")
+    rec = Recorder(tmp_path / "r.h5").add("V1", phase="before")
     rec2 = Recorder(tmp_path / "r2.h5").add("V1", phase="after")
     Simulation(model, task, 1, recorder=rec).run()
     model2, _ = make()
