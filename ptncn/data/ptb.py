@@ -185,7 +185,9 @@ class _PTBTask:
     _sep = ""
     _eos = False           # append <eos> to every line
 
-    def __init__(self, split: str, batch_size: int, seed: int, data_dir, max_lines, max_len):
+    def __init__(self, split: str = "train", batch_size: int = 50, seed: int = 0,
+                 data_dir: str | None = None, max_lines: int | None = None,
+                 max_len: int | None = None):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
         if int(batch_size) < 1:
@@ -325,11 +327,6 @@ class PTBChar(_PTBTask):
     _file = CHAR_FILE
     _sep = ""
 
-    def __init__(self, split: str = "train", batch_size: int = 50, seed: int = 0,
-                 data_dir: str | None = None, max_lines: int | None = None,
-                 max_len: int | None = None):
-        super().__init__(split, batch_size, seed, data_dir, max_lines, max_len)
-
     def _load_vocab(self):
         return read_char_vocab(self.data_dir)
 
@@ -355,11 +352,6 @@ class PTBWord(_PTBTask):
     _file = WORD_FILE
     _sep = " "
     _eos = True
-
-    def __init__(self, split: str = "train", batch_size: int = 50, seed: int = 0,
-                 data_dir: str | None = None, max_lines: int | None = None,
-                 max_len: int | None = None):
-        super().__init__(split, batch_size, seed, data_dir, max_lines, max_len)
 
     def _load_vocab(self):
         return build_word_vocab(self.data_dir)
