@@ -44,7 +44,23 @@ TASKS = {
     "bit_recall": ("ptncn.data.bitrecall", "BitRecall", {}),
     "cyclic": ("ptncn.data.synthetic", "CyclicSymbols", {}),
 }
-LEARNERS = ("ptncn",)
+#: ``[model] learner = ...`` -> class name in :data:`ptncn.learner.LEARNER_CLASSES`.
+#: Every learner class takes ``(x_dim, *, seed, optimizer, lr, momentum, weight_decay,
+#: max_norm, optimizer_options, **model_options)``; the model options allowed in a
+#: config are the other keyword arguments of its constructor.
+LEARNERS = {
+    "ptncn": "PTNCN",
+    "rtrl": "RTRL",
+    "uoro": "UORO",
+    "nobacktrack": "NoBackTrack",
+    "tbptt": "TBPTT",
+    "bptt": "BPTT",
+    "esn": "ESN",
+    "spiking_ptncn": "SpikingPTNCN",
+}
+#: constructor arguments filled by the harness, not by [model]
+HARNESS_ARGS = ("x_dim", "seed", "optimizer", "lr", "momentum", "weight_decay", "max_norm",
+                "optimizer_options")
 
 TOP_KEYS = {"name": str, "seed": int, "description": str, "task": dict, "model": dict,
             "optimizer": dict, "train": dict, "record": dict}
@@ -123,9 +139,7 @@ def validate(cfg: dict) -> dict:
     learner = model.pop("learner", "ptncn")
     if learner not in LEARNERS:
         raise ConfigError(f"model.learner = {learner!r}: allowed {', '.join(LEARNERS)}")
-    from .ptncn import PTNCN
-    allowed = _signature_keys(PTNCN, exclude=("x_dim", "seed", "optimizer", "lr", "momentum",
-                                               "weight_decay", "max_norm", "optimizer_options"))
+    allowed = _signature_keys(learner_cls(learner), exclude=HARNESS_ARGS)
     _check_keys("model.", model, allowed)
     out["model"] = {"learner": learner, **model}
     opt = {**DEFAULTS["optimizer"], **cfg.get("optimizer", {})}
@@ -192,10 +206,17 @@ def default_eval_split(task) -> str:
     return "valid" if type(task).__name__.startswith("PTB") else "test"
 
 
+def learner_cls(name: str):
+    """The class behind ``[model] learner = name`` (imported on first use)."""
+    from .learner import learner_class
+    if name not in LEARNERS:
+        raise ConfigError(f"model.learner = {name!r}: allowed {', '.join(LEARNERS)}")
+    return learner_class(LEARNERS[name])
+
+
 def make_learner(cfg: dict, x_dim: int):
-    from .ptncn import PTNCN
     model = dict(cfg["model"])
-    model.pop("learner")
+    cls = learner_cls(model.pop("learner"))
     opt = dict(cfg["optimizer"])
     name = opt.pop("name")
     kw = {k: opt.pop(k) for k in ("lr", "momentum", "weight_decay", "max_norm") if k in opt}
@@ -203,8 +224,8 @@ def make_learner(cfg: dict, x_dim: int):
         kw.pop("momentum", None)
     if "hidden" in model and isinstance(model["hidden"], list):
         model["hidden"] = tuple(model["hidden"])
-    return PTNCN(x_dim, seed=cfg["seed"], optimizer=name, optimizer_options=opt or None,
-                 **kw, **model)
+    return cls(x_dim, seed=cfg["seed"], optimizer=name, optimizer_options=opt or None,
+               **kw, **model)
 
 
 def evaluate(learner, task, max_batches: int = 0) -> dict:
@@ -309,8 +330,8 @@ def train(cfg: dict, out_dir: str | None = None, data_dir=None, quiet: bool = Fa
     rec_factory = (lambda learner: _recorder(cfg, paths["run"], learner))
     ckpt_every = tr["checkpoint_every"]
     if resume:
-        from .ptncn import PTNCN
-        probe = PTNCN.load(paths["ckpt"])
+        from .learner import load_learner
+        probe = load_learner(paths["ckpt"])
         sim = Simulation.resume(paths["ckpt"], task, recorder=rec_factory(probe),
                                 checkpoint_every=ckpt_every,
                                 progress=False if quiet else None)

@@ -11,14 +11,104 @@ interface, so they never special-case a model:
 * ``quantity_shape(name, batch)``, ``describe(name)``  shapes and meanings, for recorders
 * ``params``                dict of named parameter arrays (assignable)
 * ``save(path)`` / ``load(path)``
+* ``end_sequence(learn)``   called after the last step of every batch of sequences
+                            (BPTT-style learners update here; others ignore it)
+
+Model files are ``.npz`` archives with a JSON ``__meta__`` record naming the
+format and the learner's class; :func:`write_model_file` / :func:`read_model_file`
+do the atomic write and the checked read, and :func:`load_learner` opens any
+learner's file by dispatching on the recorded class name (:data:`LEARNER_CLASSES`).
 """
 
 from __future__ import annotations
 
 import abc
+import importlib
+import json
+import os
+import tempfile
+import zipfile
 from typing import Mapping
 
 import numpy as np
+
+from .errors import FormatVersionError, ModelFileError
+
+FORMAT_NAME = "ptncn-model"
+
+#: class name recorded in a model file -> (module, class) that reads it
+LEARNER_CLASSES = {
+    "PTNCN": ("ptncn.ptncn", "PTNCN"),
+    "RTRL": ("ptncn.baselines.rtrl", "RTRL"),
+    "UORO": ("ptncn.baselines.uoro", "UORO"),
+    "NoBackTrack": ("ptncn.baselines.nobacktrack", "NoBackTrack"),
+    "TBPTT": ("ptncn.baselines.bptt", "TBPTT"),
+    "BPTT": ("ptncn.baselines.bptt", "BPTT"),
+    "ESN": ("ptncn.baselines.esn", "ESN"),
+    "SpikingPTNCN": ("ptncn.spiking", "SpikingPTNCN"),
+}
+
+
+def write_model_file(path, meta: dict, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write ``meta`` (JSON, must hold "format", "version", "class") and ``arrays`` to
+    ``path`` (.npz), via a temporary file renamed over the target: an error never
+    leaves a half-written file or destroys an earlier save."""
+    path = os.fspath(path)
+    out = {"__meta__": np.array(json.dumps(meta))}
+    out.update(arrays)
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".ptncn-", suffix=".npz", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **out)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_model_file(path, version: int | None = None) -> tuple[dict, dict]:
+    """Read a file written by :func:`write_model_file`; returns ``(meta, arrays)``.
+
+    Raises :class:`ModelFileError` for a foreign, truncated or corrupt file and
+    :class:`FormatVersionError` when ``version`` is given and differs.
+    """
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "__meta__" not in f.files:
+                raise ModelFileError(f"{path}: not a ptncn model file (no __meta__ record)")
+            meta = json.loads(str(f["__meta__"]))
+            if meta.get("format") != FORMAT_NAME:
+                raise ModelFileError(f"{path}: not a ptncn model file "
+                                     f"(format {meta.get('format')!r})")
+            if version is not None and meta.get("version") != version:
+                raise FormatVersionError(
+                    f"{path}: model file format version {meta.get('version')!r}, but this "
+                    f"ptncn reads version {version}")
+            arrays = {k: f[k] for k in f.files if k != "__meta__"}
+    except (ModelFileError, FormatVersionError, FileNotFoundError):
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError,
+            json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{path}: corrupt or truncated model file ({exc})") from None
+    return meta, arrays
+
+
+def learner_class(class_name: str):
+    """The learner class registered under ``class_name`` (imported lazily)."""
+    if class_name not in LEARNER_CLASSES:
+        raise ModelFileError(f"unknown learner class {class_name!r}; known: "
+                             f"{', '.join(LEARNER_CLASSES)}")
+    mod, cls = LEARNER_CLASSES[class_name]
+    return getattr(importlib.import_module(mod), cls)
+
+
+def load_learner(path, **kw):
+    """Load any learner's model file (P-TNCN, a baseline, the spiking model)."""
+    meta, _ = read_model_file(path)
+    return learner_class(meta.get("class", "PTNCN")).load(path, **kw)
 
 
 class ParamDict(dict):
@@ -93,6 +183,10 @@ class Learner(abc.ABC):
     def describe(self, name: str) -> tuple[str, str]:
         """(meaning, units) of a recordable name, written into recordings."""
         return (name, "a.u.")
+
+    def end_sequence(self, learn: bool = True) -> None:
+        """Called after the last step of each batch of sequences (no-op by default;
+        whole-sequence learners such as BPTT apply their update here)."""
 
     @abc.abstractmethod
     def save(self, path) -> None:

@@ -29,22 +29,18 @@ of a sequence.  Then ``x_prev = x, s_l = y_l``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import tempfile
-import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
 from . import activations as acts
-from .errors import DivergenceError, FormatVersionError, ModelFileError
+from .errors import DivergenceError, ModelFileError
 from .fast import FactoredUpdates, FastEngine
-from .learner import Learner, ParamDict
+from .learner import FORMAT_NAME, Learner, ParamDict, read_model_file, write_model_file
 from .optim import Optimizer, make_optimizer
 
-FORMAT_NAME = "ptncn-model"
 FORMAT_VERSION = 1
 F32 = np.float32
 
@@ -561,11 +557,10 @@ class PTNCN(Learner):
                 "rng": self.rng.bit_generator.state}
         if extra_meta:
             meta["extra"] = extra_meta
-        arrays = {"__meta__": np.array(json.dumps(meta))}
+        arrays = {}
         if include_state and self.state is not None:
             st = self.state
             meta["state_t"] = st.t
-            arrays["__meta__"] = np.array(json.dumps(meta))
             arrays["state/x_prev"] = st.x_prev
             for l, (a, e) in enumerate(zip(st.s, st.eps_prev), start=1):
                 arrays[f"state/s{l}"] = a
@@ -575,41 +570,13 @@ class PTNCN(Learner):
         for slot, d in opt_state["slots"].items():
             for k, v in d.items():
                 arrays[f"opt/{slot}/{k}"] = v
-        d = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".ptncn-", suffix=".npz", dir=d)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_model_file(path, meta, arrays)
 
     @classmethod
     def load(cls, path, engine: str = "fast", **overrides) -> "PTNCN":
         """Read a model written by :meth:`save` (``act=``/``out=`` restore callables)."""
         path = os.fspath(path)
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                if "__meta__" not in f.files:
-                    raise ModelFileError(f"{path}: not a ptncn model file (no __meta__ record)")
-                meta = json.loads(str(f["__meta__"]))
-                if meta.get("format") != FORMAT_NAME:
-                    raise ModelFileError(f"{path}: not a ptncn model file "
-                                         f"(format {meta.get('format')!r})")
-                if meta.get("version") != FORMAT_VERSION:
-                    raise FormatVersionError(
-                        f"{path}: model file format version {meta.get('version')!r}, but this "
-                        f"ptncn reads version {FORMAT_VERSION}")
-                arrays = {k: f[k] for k in f.files if k != "__meta__"}
-        except ModelFileError:
-            raise
-        except FileNotFoundError:
-            raise
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError,
-                json.JSONDecodeError) as exc:
-            raise ModelFileError(f"{path}: corrupt or truncated model file ({exc})") from None
+        meta, arrays = read_model_file(path, FORMAT_VERSION)
         cfg_d = dict(meta["config"])
         cfg_d.update(overrides)
         for key in ("act", "out"):

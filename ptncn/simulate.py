@@ -79,6 +79,7 @@ def run_batch(learner: Learner, x: np.ndarray, mask: np.ndarray, learn: bool = T
         if n:
             loss += step_loss(kind, pred, x[t], score[t])
             tokens += n
+    learner.end_sequence(learn=learn)
     return BatchResult(loss, tokens)
 
 
@@ -132,8 +133,9 @@ class Simulation:
         If ``recorder`` points at the earlier run file, its records before the
         checkpoint step are kept and later ones are written again by the resumed run.
         """
-        from .ptncn import PTNCN
-        learner = (learner_cls or PTNCN).load(checkpoint_path)
+        from .learner import load_learner
+        learner = (learner_cls.load(checkpoint_path) if learner_cls is not None
+                   else load_learner(checkpoint_path))
         meta = learner.extra_meta
         if meta.get("data") != task.identity():
             raise ValueError(f"checkpoint {checkpoint_path} was taken on data {meta.get('data')}, "
@@ -197,6 +199,7 @@ class Simulation:
                                             refresh=False)
                     if self.on_step is not None:
                         self.on_step(self)
+                learner.end_sequence(learn=self.learn)
                 result.batches += 1
                 result.train_loss.append(loss / tokens if tokens else float("nan"))
                 if self.on_batch_end is not None:
