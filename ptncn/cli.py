@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -93,15 +94,24 @@ def _eval(args) -> int:
     import json
 
     from .harness import default_eval_split, evaluate, load_config, make_task
-    from .ptncn import PTNCN
+    from .learner import load_learner
 
     cfg = load_config(args.config, args.set)
     probe = make_task(cfg, "train", args.data_dir)
     split = args.split or default_eval_split(probe)
     task = make_task(cfg, split, args.data_dir)
-    model = PTNCN.load(args.model)
+    model = load_learner(args.model)
     m = evaluate(model, task, args.batches)
     print(json.dumps({"model": args.model, "split": split, **m}, indent=2))
+    return 0
+
+
+def _zeroshot(args) -> int:
+    from .zeroshot import load_zeroshot_config, run_zeroshot
+
+    cfg = load_zeroshot_config(args.config, args.set)
+    out = args.out or os.path.join("runs", cfg["name"])
+    run_zeroshot(cfg, out, data_dir=args.data_dir)
     return 0
 
 
@@ -131,12 +141,17 @@ def _summary(args) -> int:
 
 
 def _info(args) -> int:
-    from .ptncn import PTNCN
+    from .learner import load_learner, read_model_file
 
-    m = PTNCN.load(args.file)
-    print(json.dumps({"config": m.config.to_dict(), "optimizer": m.optimizer.hyperparams(),
-                      "optimizer_steps": m.optimizer.t, "steps_taken": m.steps_taken,
-                      "params": {k: list(v.shape) for k, v in m.params.items()}}, indent=2))
+    meta, _ = read_model_file(args.file)
+    m = load_learner(args.file)
+    opt = getattr(m, "optimizer", None)
+    print(json.dumps({"class": meta.get("class", "PTNCN"), "config": meta.get("config"),
+                      "optimizer": opt.hyperparams() if opt is not None else None,
+                      "optimizer_steps": getattr(opt, "t", None),
+                      "steps_taken": getattr(m, "steps_taken", None),
+                      "params": {k: list(v.shape) for k, v in m.params.items()}}, indent=2,
+                     default=str))
     return 0
 
 
@@ -190,6 +205,14 @@ def main(argv=None) -> int:
     ev.add_argument("--data-dir", default=None)
     ev.add_argument("--set", action="append", default=[])
     ev.set_defaults(fn=_eval)
+
+    z = sub.add_parser("zero-shot", help="train on family A, run on family B (docs/zero-shot.md)")
+    z.add_argument("config", help="a zero-shot config (models/zeroshot_*.toml)")
+    z.add_argument("--out", default=None, help="output folder (default runs/<name>)")
+    z.add_argument("--data-dir", default=None)
+    z.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="zeroshot.seeds=[1,2], or section.key=value for both task configs")
+    z.set_defaults(fn=_zeroshot)
 
     p = sub.add_parser("plot", help="write PNG figures of a recorded run")
     p.add_argument("file", help="run file (.h5) written by a recorder")

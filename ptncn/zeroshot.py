@@ -1,0 +1,488 @@
+"""Zero-shot adaptation: train on sequence family A, run on a new family B.
+
+``ptncn zero-shot models/zeroshot_bouncing.toml`` (or :func:`run_zeroshot`)
+runs the protocol of ``docs/zero-shot.md`` for every learner and seed listed
+in the config and writes ``results.json``, ``zeroshot.md`` (the table) and
+``zeroshot.png`` into the output folder:
+
+1. train theta_A on A and theta_B on B (upper reference); a fresh init is the floor;
+2. on B's held-out sequences, the per-frame loss (each frame scored before it
+   is seen) under (i) theta_A frozen with correction, (ii) theta_A frozen
+   without correction (beta = 0, so y = z), the upper reference and the floor;
+   (iii) theta_A with online updates on B's training stream, scored on B's
+   test set after each count of adaptation sequences in ``adapt``;
+3. forgetting: A's test loss under (i) before and after the adaptation.
+
+A zero-shot config names the two task configs and what to vary::
+
+    name = "zeroshot_bouncing"
+    [zeroshot]
+    a = "bouncing_mnist_small.toml"      # paths relative to this file
+    b = "bouncing_notmnist_small.toml"
+    seeds = [1, 2, 3, 4, 5]
+    adapt = [0, 1, 5, 20, 100]           # adaptation sequences seen before each score
+    adapt_batch = 1                      # sequences per online update in (iii)
+    adapt_lr = 0.01                      # learning rate in (iii) (0 = the trained one)
+    test_batches = 0                     # B/A test batches scored (0 = all)
+    learners = ["ptncn"]
+    set = ["train.batches=400"]          # overrides applied to A and B for every learner
+    set_b = []                           # overrides for one family only (set_a, set_b),
+                                         # e.g. b = a's config with set_b = ["task.n_bits=12"]
+    [learner.tbptt]                      # extra overrides for one learner
+    set = ['model.learner="tbptt"', "model.hidden=256"]
+
+Correction only exists in learners with an error-correction phase (a ``beta``
+in their config: P-TNCN and its spiking twin); the others run (ii) and (iii).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+import tomllib
+
+import numpy as np
+
+from .harness import (ConfigError, _check_keys, apply_overrides, default_eval_split,
+                      make_learner, make_task, train, validate)
+from .simulate import step_loss
+
+ZS_TOP = {"name": str, "description": str, "zeroshot": dict, "learner": dict}
+ZS_KEYS = {"a": str, "b": str, "seeds": list, "adapt": list, "adapt_batch": int,
+           "test_batches": int, "learners": list, "set": list, "set_a": list, "set_b": list,
+           "adapt_lr": (int, float)}
+ZS_DEFAULTS = {"seeds": [1, 2, 3, 4, 5], "adapt": [0, 1, 5, 20, 100], "adapt_batch": 1,
+               "test_batches": 0, "learners": ["ptncn"], "set": [], "set_a": [], "set_b": [],
+               "adapt_lr": 0.0}
+#: per-step quantities whose magnitudes explain what correction does
+ERROR_UNITS = ("e0", "e1", "e2", "e3", "eps1", "eps2", "eps3")
+
+
+class ZeroShotError(ValueError):
+    """A zero-shot protocol that cannot run (bad config, incompatible families)."""
+
+
+# ---------------------------------------------------------------------------
+# config
+# ---------------------------------------------------------------------------
+def load_zeroshot_config(path, overrides=()) -> dict:
+    """Read a zero-shot TOML; returns the protocol and, per learner, validated A/B configs.
+
+    ``overrides`` are ``zeroshot.key=value`` items (or ``section.key=value`` items
+    applied to both task configs, e.g. ``train.batches=50``).
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    task_overrides = []
+    for item in overrides:
+        if item.startswith("zeroshot."):
+            raw = apply_overrides(raw, [item])
+        else:
+            task_overrides.append(item)
+    _check_keys("", raw, ZS_TOP)
+    if "name" not in raw or "zeroshot" not in raw:
+        raise ConfigError(f"{path}: a zero-shot config needs name = ... and [zeroshot]")
+    zs = {**ZS_DEFAULTS, **raw["zeroshot"]}
+    _check_keys("zeroshot.", zs, ZS_KEYS)
+    for k in ("a", "b"):
+        if k not in zs:
+            raise ConfigError(f"[zeroshot] needs {k} = <task config path>")
+    if not zs["seeds"] or not all(isinstance(s, int) for s in zs["seeds"]):
+        raise ConfigError(f"zeroshot.seeds = {zs['seeds']!r}: expected a non-empty list of ints")
+    adapt = zs["adapt"]
+    if not all(isinstance(n, int) and n >= 0 for n in adapt) or sorted(set(adapt)) != adapt:
+        raise ConfigError(f"zeroshot.adapt = {adapt!r}: expected increasing counts >= 0")
+    if zs["adapt_batch"] < 1:
+        raise ConfigError("zeroshot.adapt_batch must be >= 1")
+    learner_tables = raw.get("learner", {})
+    for name, table in learner_tables.items():
+        _check_keys(f"learner.{name}.", table, {"set": list})
+        if name not in zs["learners"]:
+            raise ConfigError(f"[learner.{name}] given but {name!r} is not in zeroshot.learners")
+    base = os.path.dirname(os.path.abspath(path))
+    cfgs = {}
+    for name in zs["learners"]:
+        sets = [*zs["set"], *learner_tables.get(name, {}).get("set", []), *task_overrides]
+        if name != "ptncn" and not any(s.startswith("model.learner=") for s in sets):
+            sets.append(f'model.learner="{name}"')
+        pair = {}
+        for fam in ("a", "b"):
+            p = zs[fam] if os.path.isabs(zs[fam]) else os.path.join(base, zs[fam])
+            try:
+                with open(p, "rb") as f:
+                    c = tomllib.load(f)
+            except FileNotFoundError:
+                raise ConfigError(f"zeroshot.{fam} = {zs[fam]!r}: no such file {p}") from None
+            pair[fam] = validate(apply_overrides(c, [*zs[f"set_{fam}"], *sets]))
+        cfgs[name] = pair
+    return {"name": raw["name"], "description": raw.get("description", ""),
+            "protocol": {k: zs[k] for k in ("a", "b", "seeds", "adapt", "adapt_batch",
+                                            "adapt_lr", "test_batches", "learners")},
+            "configs": cfgs}
+
+
+# ---------------------------------------------------------------------------
+# measurements
+# ---------------------------------------------------------------------------
+def frame_losses(learner, task, max_batches: int = 0, errors=()) -> dict:
+    """Per-frame loss of ``learner`` (weights frozen) on ``task``'s batches.
+
+    Every frame is scored by the prediction made before it is seen (the
+    harness's metric).  Returns ``loss_t`` (mean loss of frame t over scored
+    rows), ``count_t``, ``mean`` (over all scored frames after the first) and,
+    for each name in ``errors``, ``err_t[name]``: the mean over rows of the
+    squared norm of that error unit at frame t.  The state is reset for every
+    batch, so each sequence starts from zero whatever was evaluated before.
+    """
+    n = task.n_batches if not max_batches else min(max_batches, task.n_batches)
+    loss_t = count_t = None
+    err = {}
+    for i in range(n):
+        x, m, sc = task.batch(i)
+        T, B = x.shape[:2]
+        if loss_t is None:
+            loss_t, count_t = np.zeros(T), np.zeros(T)
+            err = {e: np.zeros(T) for e in errors}
+            rows_t = np.zeros(T)
+        learner.reset(B)
+        for t in range(T):
+            pred = learner.step(x[t], m[t], learn=False)
+            k = float(sc[t].sum())
+            if k:
+                loss_t[t] += step_loss(task.kind, pred, x[t], sc[t])
+                count_t[t] += k
+            mt = np.asarray(m[t], np.float64).reshape(B, 1)
+            rows_t[t] += float(mt.sum())
+            for e in errors:
+                q = np.asarray(learner.quantity(e), np.float64)
+                err[e][t] += float(((q * q).sum(axis=-1, keepdims=True) * mt).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lt = loss_t / count_t
+        out = {"loss_t": lt, "count_t": count_t,
+               "mean": float(loss_t[1:].sum() / count_t[1:].sum()),
+               "err_t": {e: v / rows_t for e, v in err.items()}}
+    return out
+
+
+def has_correction(learner) -> bool:
+    """True for learners with an error-correction phase (a ``beta`` in their config)."""
+    cfg = getattr(learner, "config", None)
+    return cfg is not None and hasattr(cfg, "beta")
+
+
+def load_frozen(path, correction: bool = True):
+    """Load a trained learner; ``correction=False`` sets beta = 0 (so y = z)."""
+    from .learner import load_learner
+    if correction:
+        return load_learner(path)
+    return load_learner(path, beta=0.0)
+
+
+def adapt_curve(learner, adapt_task, test_task, counts, test_batches: int = 0, lr: float = 0):
+    """(iii): continue learning ``learner`` online on ``adapt_task``'s stream.
+
+    ``lr`` > 0 replaces the optimizer's learning rate.  Returns
+    ``[(n_sequences, test loss)]``: the test loss (weights frozen) after each
+    count in ``counts`` (sequences are consumed a whole batch at a time, so a
+    count is reached or passed by the stream's batch size).
+    """
+    from .simulate import run_batch
+    if lr:
+        learner.optimizer.lr = float(lr)
+    curve, seen, j = [], 0, 0
+    for target in counts:
+        while seen < target:
+            b = adapt_task.batch(j)
+            run_batch(learner, b.x, b.mask, learn=True, kind=adapt_task.kind, score=b.score)
+            seen += b.x.shape[1]
+            j += 1
+        curve.append((seen, frame_losses(learner, test_task, test_batches)["mean"]))
+    return curve
+
+
+def mean_ci(values) -> dict:
+    """Mean and 95% Student-t interval half-width over seeds (nan width for one seed)."""
+    from scipy import stats
+    v = np.asarray(values, np.float64)
+    n = v.shape[0]
+    mean = v.mean(axis=0)
+    if n < 2:
+        half = np.full_like(mean, np.nan)
+    else:
+        half = stats.t.ppf(0.975, n - 1) * v.std(axis=0, ddof=1) / math.sqrt(n)
+    return {"mean": mean.tolist() if v.ndim > 1 else float(mean),
+            "ci95": half.tolist() if v.ndim > 1 else float(half), "n": int(n)}
+
+
+# ---------------------------------------------------------------------------
+# the protocol
+# ---------------------------------------------------------------------------
+def run_seed(cfg_a: dict, cfg_b: dict, seed: int, protocol: dict, out_dir: str,
+             data_dir=None, log=print, traces: bool = False) -> dict:
+    """One seed of the protocol for one learner; returns its raw numbers."""
+    from .learner import load_learner
+    cfg_a = copy.deepcopy(cfg_a)
+    cfg_b = copy.deepcopy(cfg_b)
+    cfg_a["seed"] = cfg_b["seed"] = seed
+    tb = protocol["test_batches"]
+    task_a, task_b = make_task(cfg_a, "train", data_dir), make_task(cfg_b, "train", data_dir)
+    if task_a.x_dim != task_b.x_dim or task_a.kind != task_b.kind:
+        raise ZeroShotError(f"families A ({type(task_a).__name__}, x_dim {task_a.x_dim}, "
+                            f"{task_a.kind}) and B ({type(task_b).__name__}, x_dim "
+                            f"{task_b.x_dim}, {task_b.kind}) need the same input size and kind")
+    test_a = make_task(cfg_a, default_eval_split(task_a), data_dir)
+    test_b = make_task(cfg_b, default_eval_split(task_b), data_dir)
+    t0 = time.perf_counter()
+    dirs = {k: os.path.join(out_dir, k) for k in ("A", "B")}
+    quiet_log = (lambda msg: None)
+    m_a = train(cfg_a, dirs["A"], data_dir, quiet=True, plots=False, log=quiet_log)
+    m_b = train(cfg_b, dirs["B"], data_dir, quiet=True, plots=False, log=quiet_log)
+    theta_a, theta_b = (os.path.join(dirs[k], "final.npz") for k in ("A", "B"))
+    log(f"    trained A ({m_a['train']['seconds']:.0f} s) and B ({m_b['train']['seconds']:.0f} s)")
+
+    probe = load_learner(theta_a)
+    corr = has_correction(probe)
+    errors = tuple(e for e in ERROR_UNITS if e in probe.recordable)
+    res = {"seed": seed, "correction": corr, "errors": list(errors),
+           "train_seconds": {"A": m_a["train"]["seconds"], "B": m_b["train"]["seconds"]}}
+    cond = {}
+    if corr:
+        cond["i_frozen_corrected"] = frame_losses(load_frozen(theta_a, True), test_b, tb, errors)
+        cond["ii_frozen_uncorrected"] = frame_losses(load_frozen(theta_a, False), test_b, tb,
+                                                     errors)
+    else:
+        cond["ii_frozen_uncorrected"] = frame_losses(probe, test_b, tb, errors)
+    cond["upper_trained_on_B"] = frame_losses(load_learner(theta_b), test_b, tb, errors)
+    floor = make_learner(cfg_a, task_a.x_dim)
+    cond["floor_random_init"] = frame_losses(floor, test_b, tb, errors)
+    # the same trained model on its own family, for the error-unit comparison
+    cond["A_on_A"] = frame_losses(load_learner(theta_a), test_a, tb, errors)
+    res["conditions"] = {k: {"mean": v["mean"], "loss_t": v["loss_t"].tolist(),
+                             "err_t": {e: a.tolist() for e, a in v["err_t"].items()}}
+                         for k, v in cond.items()}
+    if corr:
+        res["zero_shot_gain"] = (cond["ii_frozen_uncorrected"]["mean"]
+                                 - cond["i_frozen_corrected"]["mean"])
+    # (iii) online adaptation on B's training stream
+    cfg_stream = copy.deepcopy(cfg_b)
+    cfg_stream["task"]["batch_size"] = protocol["adapt_batch"]
+    stream = make_task(cfg_stream, "train", data_dir)
+    adapted = load_learner(theta_a)
+    curve = adapt_curve(adapted, stream, test_b, protocol["adapt"], tb, protocol["adapt_lr"])
+    # the same online learning from a random init: what transfer from A is worth
+    scratch = adapt_curve(make_learner(cfg_a, task_a.x_dim), stream, test_b, protocol["adapt"],
+                          tb, protocol["adapt_lr"])
+    res["adaptation"] = [{"sequences": n, "loss_B": v, "loss_B_from_scratch": w}
+                         for (n, v), (_, w) in zip(curve, scratch)]
+    # forgetting: A's test loss under (i) before and after the adaptation
+    before = cond["A_on_A"]["mean"]
+    after = frame_losses(adapted, test_a, tb)["mean"]
+    res["forgetting"] = {"loss_A_before": before, "loss_A_after": after,
+                         "backward_transfer": before - after}
+    if traces:
+        res["traces"] = record_traces(theta_a, test_b, os.path.join(out_dir, "traces_B.h5"),
+                                      corr)
+    res["seconds"] = time.perf_counter() - t0
+    return res
+
+
+def record_traces(theta_a, test_b, path, correction: bool) -> str:
+    """Record theta_A's first B test batch (weights frozen) with its neural quantities."""
+    from .record import Recorder
+    from .simulate import Simulation
+    learner = load_frozen(theta_a, correction)
+    rec = Recorder(path)
+    for name in ("x", "x_mu", *ERROR_UNITS, "z1", "y1", "z2", "y2", "h"):
+        if name in learner.recordable:
+            rec.add(name, rows=[0])
+    rec.add("loss")
+    Simulation(learner, test_b, 1, recorder=rec, learn=False, progress=False,
+               attrs={"what": "theta_A on family B, frozen, with correction"}).run()
+    return path
+
+
+def summarise(per_seed: list[dict]) -> dict:
+    """Mean and 95% interval over seeds of every number of :func:`run_seed`."""
+    out = {"seeds": [r["seed"] for r in per_seed], "correction": per_seed[0]["correction"]}
+    conds = {}
+    for k in per_seed[0]["conditions"]:
+        conds[k] = {"mean_after_first": mean_ci([r["conditions"][k]["mean"] for r in per_seed]),
+                    "loss_t": mean_ci([r["conditions"][k]["loss_t"] for r in per_seed]),
+                    "err_t": {e: mean_ci([r["conditions"][k]["err_t"][e] for r in per_seed])
+                              for e in per_seed[0]["conditions"][k]["err_t"]}}
+    out["conditions"] = conds
+    if "zero_shot_gain" in per_seed[0]:
+        out["zero_shot_gain"] = mean_ci([r["zero_shot_gain"] for r in per_seed])
+    out["adaptation"] = [
+        {"sequences": a["sequences"],
+         **{k: mean_ci([r["adaptation"][i][k] for r in per_seed])
+            for k in ("loss_B", "loss_B_from_scratch")}}
+        for i, a in enumerate(per_seed[0]["adaptation"])]
+    out["forgetting"] = {k: mean_ci([r["forgetting"][k] for r in per_seed])
+                         for k in per_seed[0]["forgetting"]}
+    return out
+
+
+def run_zeroshot(cfg: dict, out_dir: str, data_dir=None, log=print) -> dict:
+    """Run the whole protocol (every learner, every seed); write results, table, figure."""
+    os.makedirs(out_dir, exist_ok=True)
+    proto = cfg["protocol"]
+    results = {"name": cfg["name"], "description": cfg["description"], "protocol": proto,
+               "learners": {}}
+    t0 = time.perf_counter()
+    for name, pair in cfg["configs"].items():
+        per_seed = []
+        for k, seed in enumerate(proto["seeds"]):
+            log(f"[{name}] seed {seed} ({k + 1}/{len(proto['seeds'])})")
+            per_seed.append(run_seed(pair["a"], pair["b"], seed, proto,
+                                     os.path.join(out_dir, name, f"seed{seed}"), data_dir,
+                                     log=log, traces=(k == 0)))
+            _write_json(os.path.join(out_dir, "results.json"),
+                        {**results, "partial": {name: per_seed}})
+        results["learners"][name] = {"summary": summarise(per_seed), "per_seed": per_seed,
+                                     "task_a": pair["a"]["task"], "task_b": pair["b"]["task"],
+                                     "kind": make_task(pair["a"], "train", data_dir).kind}
+    results["seconds"] = time.perf_counter() - t0
+    _write_json(os.path.join(out_dir, "results.json"), results)
+    table = markdown_table(results)
+    with open(os.path.join(out_dir, "zeroshot.md"), "w") as f:
+        f.write(table)
+    log(table)
+    plot_zeroshot(results, os.path.join(out_dir, "zeroshot.png"))
+    log(f"wrote {out_dir}/results.json, zeroshot.md, zeroshot.png "
+        f"({results['seconds'] / 60:.1f} min)")
+    return results
+
+
+def _write_json(path, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, default=float)
+    os.replace(tmp, path)
+
+
+def _fmt(d) -> str:
+    if isinstance(d, dict):
+        m, h = d["mean"], d["ci95"]
+        return f"{m:.3f} ± {h:.3f}" if np.isfinite(h) else f"{m:.3f}"
+    return f"{d:.3f}"
+
+
+def markdown_table(results: dict) -> str:
+    """The results table: every number is mean ± 95% half-width over seeds."""
+    lines = [f"## {results['name']}: zero-shot adaptation "
+             f"(mean ± 95% CI over {len(results['protocol']['seeds'])} seeds)", ""]
+    for name, r in results["learners"].items():
+        s = r["summary"]
+        unit = "nats/frame" if r["kind"] == "binary" else "nats/token"
+        lines.append(f"### {name}: A = {r['task_a']}, B = {r['task_b']} "
+                     f"(loss in {unit}, mean over frames after the first; lower is better)")
+        lines.append("")
+        lines.append("| quantity | value |")
+        lines.append("|---|---|")
+        c = s["conditions"]
+        labels = [("i_frozen_corrected", "(i) θ_A frozen, with correction, on B"),
+                  ("ii_frozen_uncorrected", "(ii) θ_A frozen, no correction (β=0), on B"),
+                  ("upper_trained_on_B", "upper: θ_B (trained on B), on B"),
+                  ("floor_random_init", "floor: random init, on B"),
+                  ("A_on_A", "θ_A on A's own test set")]
+        for k, label in labels:
+            if k in c:
+                lines.append(f"| {label} | {_fmt(c[k]['mean_after_first'])} |")
+        if "zero_shot_gain" in s:
+            lines.append(f"| zero-shot gain L(ii) − L(i) | {_fmt(s['zero_shot_gain'])} |")
+        for a in s["adaptation"]:
+            lines.append(f"| (iii) after {a['sequences']} adaptation sequences, on B "
+                         f"(same updates from random init) | {_fmt(a['loss_B'])} "
+                         f"({_fmt(a['loss_B_from_scratch'])}) |")
+        f = s["forgetting"]
+        lines.append(f"| L_A before adaptation | {_fmt(f['loss_A_before'])} |")
+        lines.append(f"| L_A after adaptation | {_fmt(f['loss_A_after'])} |")
+        lines.append(f"| backward transfer L_A(before) − L_A(after) | "
+                     f"{_fmt(f['backward_transfer'])} |")
+        errs = c.get("i_frozen_corrected", c["ii_frozen_uncorrected"])["err_t"]
+        if errs:
+            cond = "i_frozen_corrected" if "i_frozen_corrected" in c else "ii_frozen_uncorrected"
+            for e in errs:
+                on_b = float(np.nanmean(c[cond]["err_t"][e]["mean"][1:]))
+                on_a = float(np.nanmean(c["A_on_A"]["err_t"][e]["mean"][1:]))
+                lines.append(f"| mean ‖{e}‖² per sequence row: θ_A on B / on A | "
+                             f"{on_b:.4g} / {on_a:.4g} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def plot_zeroshot(results: dict, path: str) -> str:
+    """Loss vs frame index, adaptation curves and error-unit magnitudes, one row per learner."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["learners"])
+    fig, axes = plt.subplots(len(names), 3, figsize=(15, 4.2 * len(names)), squeeze=False)
+    styles = {"i_frozen_corrected": ("(i) θ_A frozen, correction", "C0", "-"),
+              "ii_frozen_uncorrected": ("(ii) θ_A frozen, β = 0", "C1", "--"),
+              "upper_trained_on_B": ("upper: θ_B", "C2", "-"),
+              "floor_random_init": ("floor: random init", "C3", ":")}
+    for row, name in enumerate(names):
+        r = results["learners"][name]
+        s = r["summary"]
+        unit = "nats/frame" if r["kind"] == "binary" else "nats/token"
+        ax = axes[row, 0]
+        for k, (label, color, ls) in styles.items():
+            if k not in s["conditions"]:
+                continue
+            m = np.asarray(s["conditions"][k]["loss_t"]["mean"], float)
+            h = np.asarray(s["conditions"][k]["loss_t"]["ci95"], float)
+            t = np.arange(m.shape[0])
+            ax.plot(t, m, ls, color=color, label=label)
+            if np.isfinite(h).any():
+                ax.fill_between(t, m - h, m + h, color=color, alpha=0.2)
+        ax.set(xlabel="frame index t within the sequence", ylabel=f"loss on B ({unit})",
+               title=f"{name}: loss on new family B, frame by frame")
+        ax.legend(fontsize=8)
+        ax = axes[row, 1]
+        n = np.array([a["sequences"] for a in s["adaptation"]], float)
+        m = np.array([a["loss_B"]["mean"] for a in s["adaptation"]])
+        h = np.array([a["loss_B"]["ci95"] for a in s["adaptation"]])
+        xs = n + 1
+        ax.errorbar(xs, m, yerr=np.where(np.isfinite(h), h, 0), marker="o", capsize=3,
+                    label="(iii) θ_A + online updates on B")
+        m2 = np.array([a["loss_B_from_scratch"]["mean"] for a in s["adaptation"]])
+        h2 = np.array([a["loss_B_from_scratch"]["ci95"] for a in s["adaptation"]])
+        ax.errorbar(xs, m2, yerr=np.where(np.isfinite(h2), h2, 0), marker="s", capsize=3,
+                    ls="--", color="C4", label="same online updates from random init")
+        for k in ("upper_trained_on_B", "floor_random_init"):
+            label, color, ls = styles[k]
+            ax.axhline(s["conditions"][k]["mean_after_first"]["mean"], color=color, ls=ls,
+                       label=label)
+        ax.set_xscale("log")
+        ax.set(xlabel="adaptation sequences seen + 1 (log)", ylabel=f"loss on B ({unit})",
+               title=f"{name}: online adaptation to B")
+        ax.legend(fontsize=8)
+        ax = axes[row, 2]
+        cond = ("i_frozen_corrected" if "i_frozen_corrected" in s["conditions"]
+                else "ii_frozen_uncorrected")
+        errs = s["conditions"][cond]["err_t"]
+        if errs:
+            for j, e in enumerate(errs):
+                for k, ls, where in ((cond, "-", "on B"), ("A_on_A", "--", "on A")):
+                    v = np.asarray(s["conditions"][k]["err_t"][e]["mean"], float)
+                    ax.plot(np.arange(v.shape[0]), v, ls, color=f"C{j}", label=f"‖{e}‖² {where}")
+            ax.set_yscale("log")
+            ax.set(xlabel="frame index t", ylabel="mean squared norm per row",
+                   title=f"{name}: error units of θ_A (frozen)")
+            ax.legend(fontsize=7, ncol=2)
+        else:
+            ax.text(0.5, 0.5, f"{name} has no error units", ha="center", va="center")
+            ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
