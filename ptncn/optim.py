@@ -219,3 +219,18 @@ def make_optimizer(name: str = "sgd", **kwargs) -> Optimizer:
         return cls(**kwargs)
     except TypeError as exc:
         raise ValueError(f"bad option for optimizer {name!r}: {exc}") from None
+
+
+def clip_grad_norm(grads: dict, max_norm: float) -> float:
+    """Scale every array in ``grads`` in place so that their global L2 norm (over all of
+    them together) is at most ``max_norm`` (``max_norm <= 0``: no clipping).  Returns the
+    norm before clipping (NaN or inf if a gradient is not finite; nothing is scaled then)."""
+    total = 0.0
+    for g in grads.values():
+        total += float(np.vdot(g, g))
+    norm = float(np.sqrt(total))
+    if max_norm > 0 and np.isfinite(norm) and norm > max_norm:
+        scale = max_norm / norm
+        for g in grads.values():
+            g *= g.dtype.type(scale)
+    return norm

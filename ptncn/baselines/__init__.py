@@ -1,0 +1,15 @@
+"""Baseline learners compared with P-TNCN (issue #7).
+
+Gradient-based, on one shared vanilla RNN (:mod:`ptncn.baselines.rnn`):
+
+* :class:`ptncn.baselines.rtrl.RTRL`               exact online gradient (forward mode)
+* :class:`ptncn.baselines.uoro.UORO`               unbiased rank-one online estimate
+* :class:`ptncn.baselines.nobacktrack.NoBackTrack` rank-one estimate, per-unit normalisers
+* :class:`ptncn.baselines.bptt.TBPTT` / :class:`ptncn.baselines.bptt.BPTT`
+                                                    truncated / whole-sequence backprop
+
+and the echo-state network (:mod:`ptncn.baselines.esn`, its own module).
+
+Submodules are imported on demand (``ptncn.learner.learner_class`` does it), so
+importing this package costs nothing.  See docs/baselines.md.
+"""
