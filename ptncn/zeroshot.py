@@ -28,9 +28,12 @@ A zero-shot config names the two task configs and what to vary::
     set = ["train.batches=400"]          # overrides applied to A and B for every learner
     set_b = []                           # overrides for one family only (set_a, set_b),
                                          # e.g. b = a's config with set_b = ["task.n_bits=12"]
-    [learner.tbptt]                      # extra overrides for one learner
-    set = ['model.learner="tbptt"', "model.hidden=256"]
+    [learner.tbptt]                      # options of another learner on these tasks
+    set = ["model.hidden=256", "model.k=10"]
+    adapt_lr = 0.0001                    # its own (iii) learning rate (else zeroshot.adapt_lr)
 
+A learner other than the task config's own keeps only the config's output
+function (``out``) from its ``[model]``; its options come from ``[learner.<name>]``.
 Correction only exists in learners with an error-correction phase (a ``beta``
 in their config: P-TNCN and its spiking twin); the others run (ii) and (iii).
 """
@@ -102,15 +105,13 @@ def load_zeroshot_config(path, overrides=()) -> dict:
         raise ConfigError("zeroshot.adapt_batch must be >= 1")
     learner_tables = raw.get("learner", {})
     for name, table in learner_tables.items():
-        _check_keys(f"learner.{name}.", table, {"set": list})
+        _check_keys(f"learner.{name}.", table, {"set": list, "adapt_lr": (int, float)})
         if name not in zs["learners"]:
             raise ConfigError(f"[learner.{name}] given but {name!r} is not in zeroshot.learners")
     base = os.path.dirname(os.path.abspath(path))
     cfgs = {}
     for name in zs["learners"]:
         sets = [*zs["set"], *learner_tables.get(name, {}).get("set", []), *task_overrides]
-        if name != "ptncn" and not any(s.startswith("model.learner=") for s in sets):
-            sets.append(f'model.learner="{name}"')
         pair = {}
         for fam in ("a", "b"):
             p = zs[fam] if os.path.isabs(zs[fam]) else os.path.join(base, zs[fam])
@@ -119,7 +120,15 @@ def load_zeroshot_config(path, overrides=()) -> dict:
                     c = tomllib.load(f)
             except FileNotFoundError:
                 raise ConfigError(f"zeroshot.{fam} = {zs[fam]!r}: no such file {p}") from None
+            if c.get("model", {}).get("learner", "ptncn") != name:
+                # another learner on this task: keep only the task's output function
+                # (the [model] options are the task config learner's) and record the loss
+                model = {"learner": name}
+                if "out" in c.get("model", {}):
+                    model["out"] = c["model"]["out"]
+                c = {**c, "model": model, "record": {**c.get("record", {}), "traces": ["loss"]}}
             pair[fam] = validate(apply_overrides(c, [*zs[f"set_{fam}"], *sets]))
+        pair["adapt_lr"] = learner_tables.get(name, {}).get("adapt_lr", zs["adapt_lr"])
         cfgs[name] = pair
     return {"name": raw["name"], "description": raw.get("description", ""),
             "protocol": {k: zs[k] for k in ("a", "b", "seeds", "adapt", "adapt_batch",
@@ -177,23 +186,26 @@ def has_correction(learner) -> bool:
 
 
 def load_frozen(path, correction: bool = True):
-    """Load a trained learner; ``correction=False`` sets beta = 0 (so y = z)."""
+    """Load a trained learner; ``correction=False`` sets beta = 0 (so y = z) in learners
+    that have a correction phase (the others load unchanged)."""
     from .learner import load_learner
-    if correction:
-        return load_learner(path)
+    learner = load_learner(path)
+    if correction or not has_correction(learner):
+        return learner
     return load_learner(path, beta=0.0)
 
 
 def adapt_curve(learner, adapt_task, test_task, counts, test_batches: int = 0, lr: float = 0):
     """(iii): continue learning ``learner`` online on ``adapt_task``'s stream.
 
-    ``lr`` > 0 replaces the optimizer's learning rate.  Returns
+    ``lr`` > 0 replaces the optimizer's learning rate (learners without a gradient
+    optimizer, such as the ESN's least-squares readout, ignore it).  Returns
     ``[(n_sequences, test loss)]``: the test loss (weights frozen) after each
     count in ``counts`` (sequences are consumed a whole batch at a time, so a
     count is reached or passed by the stream's batch size).
     """
     from .simulate import run_batch
-    if lr:
+    if lr and getattr(learner, "optimizer", None) is not None:
         learner.optimizer.lr = float(lr)
     curve, seen, j = [], 0, 0
     for target in counts:
@@ -286,17 +298,17 @@ def run_seed(cfg_a: dict, cfg_b: dict, seed: int, protocol: dict, out_dir: str,
     res["forgetting"] = {"loss_A_before": before, "loss_A_after": after,
                          "backward_transfer": before - after}
     if traces:
-        res["traces"] = record_traces(theta_a, test_b, os.path.join(out_dir, "traces_B.h5"),
-                                      corr)
+        res["traces"] = record_traces(theta_a, test_b, os.path.join(out_dir, "traces_B.h5"))
     res["seconds"] = time.perf_counter() - t0
     return res
 
 
-def record_traces(theta_a, test_b, path, correction: bool) -> str:
-    """Record theta_A's first B test batch (weights frozen) with its neural quantities."""
+def record_traces(theta_a, test_b, path) -> str:
+    """Record theta_A's first B test batch (weights frozen, trained beta) with its
+    neural quantities."""
     from .record import Recorder
     from .simulate import Simulation
-    learner = load_frozen(theta_a, correction)
+    learner = load_frozen(theta_a, True)
     rec = Recorder(path)
     for name in ("x", "x_mu", *ERROR_UNITS, "z1", "y1", "z2", "y2", "h"):
         if name in learner.recordable:
@@ -340,12 +352,14 @@ def run_zeroshot(cfg: dict, out_dir: str, data_dir=None, log=print) -> dict:
         per_seed = []
         for k, seed in enumerate(proto["seeds"]):
             log(f"[{name}] seed {seed} ({k + 1}/{len(proto['seeds'])})")
-            per_seed.append(run_seed(pair["a"], pair["b"], seed, proto,
+            per_seed.append(run_seed(pair["a"], pair["b"], seed,
+                                     {**proto, "adapt_lr": pair["adapt_lr"]},
                                      os.path.join(out_dir, name, f"seed{seed}"), data_dir,
                                      log=log, traces=(k == 0)))
             _write_json(os.path.join(out_dir, "results.json"),
                         {**results, "partial": {name: per_seed}})
         results["learners"][name] = {"summary": summarise(per_seed), "per_seed": per_seed,
+                                     "adapt_lr": pair["adapt_lr"],
                                      "task_a": pair["a"]["task"], "task_b": pair["b"]["task"],
                                      "kind": make_task(pair["a"], "train", data_dir).kind}
     results["seconds"] = time.perf_counter() - t0

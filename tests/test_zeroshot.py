@@ -171,3 +171,26 @@ def test_cli_zero_shot(tmp_path):
                  "--set", "zeroshot.seeds=[4]"]) == 0
     with open(os.path.join(out, "results.json")) as fh:
         assert json.load(fh)["protocol"]["seeds"] == [4]
+
+
+def test_learners_without_correction_run_ii_and_iii(tmp_path):
+    extra = '''[learner.tbptt]
+set = ["model.hidden=8", "model.k=4", 'optimizer.name="adam"', "optimizer.lr=0.003"]
+[learner.esn]
+set = ["model.units=30"]
+'''
+    path = _write_cfg(tmp_path, extra)
+    text = open(path).read().replace("test_batches = 2\n",
+                                     'test_batches = 2\nlearners = ["tbptt", "esn"]\n')
+    text = text.replace('"model.hidden=[8, 8]", ', "")
+    open(path, "w").write(text)
+    cfg = load_zeroshot_config(path, ["zeroshot.seeds=[1]"])
+    assert cfg["configs"]["tbptt"]["a"]["model"]["learner"] == "tbptt"
+    res = run_zeroshot(cfg, str(tmp_path / "o"), log=lambda m: None)
+    for name in ("tbptt", "esn"):
+        s = res["learners"][name]["summary"]
+        assert not s["correction"] and "zero_shot_gain" not in s
+        assert "i_frozen_corrected" not in s["conditions"]
+        assert np.isfinite(s["conditions"]["ii_frozen_uncorrected"]["mean_after_first"]["mean"])
+        assert len(s["adaptation"]) == 3
+    assert "tbptt" in open(tmp_path / "o" / "zeroshot.md").read()
