@@ -5,9 +5,11 @@
 Each measurement runs in a fresh subprocess: build a P-TNCN (reference
 hyperparameters, Nesterov), then step it online through one sequence of the
 given length (one-hot inputs generated step by step, never held in memory) and
-report the process's peak RSS (``VmHWM``).  Learners that must store the whole
-sequence (BPTT) are measured the same way once they exist in
-``ptncn.baselines``; until then they are reported as unavailable.
+report the process's peak RSS (``VmHWM``).  The baselines are measured the
+same way (vanilla RNN of width ``--hidden``, SGD): the online ones (UORO,
+TBPTT) stay flat, while BPTT stores the whole sequence and grows with it.
+
+    python benchmarks/memory.py --learners ptncn uoro tbptt bptt
 """
 
 from __future__ import annotations
@@ -25,13 +27,18 @@ import sys, numpy as np
 sys.path.insert(0, {root!r})
 import ptncn
 learner, h, B, X, T = {learner!r}, {h}, {B}, {X}, {T}
-model = ptncn.PTNCN(X, (h, h), seed=0)
+if learner == "ptncn":
+    model = ptncn.PTNCN(X, (h, h), seed=0)
+else:
+    from ptncn.harness import learner_cls
+    model = learner_cls(learner)(X, hidden=h, out="softmax", seed=0, optimizer="sgd", lr=0.01)
 rng = np.random.default_rng(0)
 eye = np.eye(X, dtype=np.float32)
 mask = np.ones((B, 1), np.float32)
 model.reset(B)
 for t in range(T):
     model.step(eye[rng.integers(0, X, B)], mask)
+model.end_sequence()
 def hwm():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
@@ -53,21 +60,18 @@ def main(argv=None):
     ap.add_argument("--inputs", type=int, default=49)
     ap.add_argument("--short", type=int, default=100)
     ap.add_argument("--long", type=int, default=10000)
+    ap.add_argument("--learners", nargs="+", default=["ptncn", "uoro", "tbptt", "bptt"])
     a = ap.parse_args(argv)
     rows = []
-    for learner in ("ptncn",):
+    for learner in a.learners:
         short = peak_rss(learner, a.hidden, a.batch, a.inputs, a.short)
         long = peak_rss(learner, a.hidden, a.batch, a.inputs, a.long)
         rows.append({"learner": learner, "hidden": a.hidden, "batch": a.batch,
                      f"peak_rss_{a.short}_MiB": short / 2**20,
                      f"peak_rss_{a.long}_MiB": long / 2**20,
                      "ratio": long / short})
-        print(f"{learner:>6}: peak RSS {short / 2**20:8.1f} MiB at {a.short} steps, "
+        print(f"{learner:>11}: peak RSS {short / 2**20:8.1f} MiB at {a.short} steps, "
               f"{long / 2**20:8.1f} MiB at {a.long} steps (ratio {long / short:.3f})")
-    try:
-        import ptncn.baselines  # noqa: F401
-    except ImportError:
-        print("  bptt: not available yet (ptncn.baselines does not exist)")
     print(json.dumps(rows))
 
 
