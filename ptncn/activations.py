@@ -79,6 +79,58 @@ def softmax(h, rng=None):
     return e
 
 
+# -- LIF steady-state rate (the rate twin of the spiking P-TNCN, ptncn.spiking) --------
+#: defaults shared by ``lif_rate`` and :class:`ptncn.spiking.SpikingPTNCN`: membrane and
+#: refractory time constants (ms), threshold and resistance (v and R I are in units of
+#: the threshold), the input map I = gain * h + bias, and the simulation step (ms)
+LIF_RATE_DEFAULTS = {"tau_m": 10.0, "tau_ref": 2.0, "theta": 1.0, "R": 1.0,
+                     "gain": 2.0, "bias": 2.0, "dt": 0.1}
+
+
+def make_lif_rate(tau_m=10.0, tau_ref=2.0, theta=1.0, R=1.0, gain=2.0, bias=2.0, dt=None):
+    """The normalised f-I curve of a leaky integrate-and-fire neuron as an activation.
+
+    For a constant current I = gain * h + bias the neuron (dv/dt = (R I - v)/tau_m,
+    spike and reset to 0 at v > theta, refractory tau_ref) fires every
+    ``ISI = tau_ref + tau_m ln(R I / (R I - theta))`` ms when R I > theta and never
+    otherwise.  The activation is ``tau_ref / ISI`` (the rate times tau_ref), in [0, 1).
+
+    ``dt`` (ms) gives the rate of Brian2's clock-driven version instead (exact
+    integration, threshold tested once per step, refractoriness in whole steps):
+    ``ISI = dt * (round(tau_ref / dt) + floor(t_cross / dt))`` with
+    ``t_cross = tau_m ln(R I / (R I - theta))``.
+    """
+    tau_m, tau_ref, theta, R = float(tau_m), float(tau_ref), float(theta), float(R)
+    gain, bias = float(gain), float(bias)
+    if tau_m <= 0 or tau_ref <= 0 or theta <= 0 or R <= 0:
+        raise ValueError("lif_rate needs tau_m, tau_ref, theta, R > 0")
+    if dt is not None and not dt > 0:
+        raise ValueError(f"lif_rate: dt must be > 0 or None, got {dt!r}")
+    n_ref = None if dt is None else round(tau_ref / dt)
+
+    def lif_rate(h, rng=None):
+        ri = R * (gain * np.asarray(h, np.float64) + bias)
+        on = ri > theta
+        ratio = np.where(on, ri / np.where(on, ri - theta, 1.0), 2.0)
+        t_cross = tau_m * np.log(ratio)
+        if dt is None:
+            isi = tau_ref + t_cross
+        else:
+            isi = dt * (n_ref + np.floor(t_cross / dt * (1 + 1e-12)))
+        out = np.where(on, tau_ref / np.maximum(isi, 1e-12), 0.0)
+        return out.astype(np.asarray(h).dtype if np.asarray(h).dtype.kind == "f" else np.float32)
+
+    lif_rate.params = {"tau_m": tau_m, "tau_ref": tau_ref, "theta": theta, "R": R,
+                       "gain": gain, "bias": bias, "dt": dt}
+    return lif_rate
+
+
+lif_rate = make_lif_rate(**{**LIF_RATE_DEFAULTS, "dt": None})
+lif_rate.__name__ = "lif_rate"
+lif_rate_dt = make_lif_rate(**LIF_RATE_DEFAULTS)
+lif_rate_dt.__name__ = "lif_rate_dt"
+
+
 ACTIVATIONS: dict[str, Activation] = {
     "tanh": tanh,
     "ltanh": ltanh,
@@ -90,6 +142,8 @@ ACTIVATIONS: dict[str, Activation] = {
     "gelu": gelu,
     "identity": identity,
     "stochastic_binary": stochastic_binary,
+    "lif_rate": lif_rate,
+    "lif_rate_dt": lif_rate_dt,
 }
 
 OUTPUTS: dict[str, Activation] = {

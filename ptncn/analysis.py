@@ -508,6 +508,44 @@ def spike_raster(rec, name: str = "spikes", row: int = 0, max_records: int = 200
         return fig
 
 
+def units_raster(rec, span_ms: float = 1000.0, max_events: int = 200_000) -> Figure:
+    """Raster of the spike events in the run file's ``units/<population>`` groups
+    (written by learners with ``write_events``, e.g. the spiking P-TNCN): one panel per
+    population, spike time (ms) against unit index; error-unit events are coloured by
+    sign when a ``sign`` column exists.  The last ``span_ms`` of simulated time (common to
+    all panels) is drawn, at most ``max_events`` events per population."""
+    with _opened(rec) as r:
+        if "units" not in r.file or not len(r.file["units"]):
+            raise KeyError(f"units_raster needs a 'units' group of spike events, which "
+                           f"{r.path} does not have")
+        pops = sorted(r.file["units"])
+        fig = _new_figure((8.0, max(3.0, 1.3 * len(pops))))
+        axes = fig.subplots(len(pops), 1, sharex=True, squeeze=False)[:, 0]
+        t_end = max((float(r.file["units"][p]["spike_times"][-1]) for p in pops
+                     if r.file["units"][p]["spike_times"].shape[0]), default=0.0)
+        for ax, name in zip(axes, pops):
+            g = r.file["units"][name]
+            times = g["spike_times"][:]
+            a = int(np.searchsorted(times, t_end - span_ms))
+            a = max(a, len(times) - max_events)
+            n = len(times) - a
+            t = times[a:]
+            u = g["unit_index"][a:]
+            if "sign" in g:
+                sg = g["sign"][a:]
+                ax.scatter(t[sg > 0], u[sg > 0], s=3, marker="|", color="tab:red", label="pos")
+                ax.scatter(t[sg < 0], u[sg < 0], s=3, marker="|", color="tab:blue", label="neg")
+                if n:
+                    ax.legend(fontsize=7, loc="upper right")
+            else:
+                ax.scatter(t, u, s=3, marker="|", color="k")
+            ax.set_ylabel(f"{name}\nunit", fontsize=8)
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[-1].set_xlabel("time (ms)")
+        fig.suptitle(f"Spike rasters (batch row 0), last {span_ms:g} ms")
+        return fig
+
+
 # ---------------------------------------------------------------------------
 # every figure of a run
 # ---------------------------------------------------------------------------
@@ -595,5 +633,9 @@ def plot_run(path, out_dir) -> list[str]:
         for stem, func, kw in planned:
             fig = func(r, **kw)
             written.append(save_figure(fig, os.path.join(out_dir, f"{stem}.png")))
+            del fig
+        if "units" in r.file and len(r.file["units"]):      # spike events (spiking P-TNCN)
+            fig = units_raster(r)
+            written.append(save_figure(fig, os.path.join(out_dir, "units_raster.png")))
             del fig
     return written

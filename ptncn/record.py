@@ -134,6 +134,10 @@ class Recorder:
         self.file: h5py.File | None = None
         self._last_flush = time.monotonic()
         self._broken: Exception | None = None
+        # a learner with write_events(h5file) appends its own event data at every flush
+        # (the spiking P-TNCN's spikes); create_event_datasets(h5file) lays them out
+        # before SWMR mode starts
+        self._event_learner = None
 
     # -- declaration ---------------------------------------------------------------
     def add(self, name: str, rows=None, units=None, every: int = 1, phase: str = "after"):
@@ -234,6 +238,10 @@ class Recorder:
                         tr.values_ds[:keep] = old.values[:keep]
                         tr.step_ds.resize((keep,))
                         tr.step_ds[:keep] = old.step[:keep]
+            if callable(getattr(learner, "create_event_datasets", None)):
+                learner.create_event_datasets(f)
+            if callable(getattr(learner, "write_events", None)):
+                self._event_learner = learner
             f.swmr_mode = True
             f.flush()
         except BaseException:
@@ -311,6 +319,8 @@ class Recorder:
                 # than a whole-file H5Fflush
                 tr.values_ds.flush()
                 tr.step_ds.flush()
+            if self._event_learner is not None:
+                self._event_learner.write_events(self.file)
         except (OSError, RuntimeError, ValueError) as exc:
             self._broken = exc
             raise RecordingError(f"writing recording {self.path!r} failed ({exc}); records "

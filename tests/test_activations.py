@@ -37,6 +37,20 @@ REFERENCE = {
     "gelu": gelu_ref,
     "identity": lambda x: x,
 }
+
+
+def _lif_isi(x, dt=None):
+    """Inter-spike interval (ms) of the default LIF (tau_m 10, tau_ref 2, theta 1,
+    I = 2x + 2); None when the neuron never fires."""
+    i = 2 * x + 2
+    if i <= 1:
+        return None
+    t_cross = 10 * math.log(i / (i - 1))
+    return 2 + t_cross if dt is None else dt * (round(2 / dt) + math.floor(t_cross / dt))
+
+
+REFERENCE["lif_rate"] = lambda x: 0.0 if _lif_isi(x) is None else 2 / _lif_isi(x)
+REFERENCE["lif_rate_dt"] = lambda x: 0.0 if _lif_isi(x) is None else 2 / _lif_isi(x, 0.1)
 STOCHASTIC = {"stochastic_binary"}
 
 
