@@ -54,6 +54,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TASKS = [os.path.join(ROOT, "models", f) for f in
                  ("bit_recall.toml", "bouncing_mnist_small.toml", "ptb_char_small.toml")]
 ALL_LEARNERS = ["ptncn", "rtrl", "uoro", "nobacktrack", "tbptt", "bptt", "esn"]
+#: learners that take the task config's own P-TNCN options (hidden, beta, ...)
+PTNCN_FAMILY = ("ptncn", "spiking_ptncn")
+#: extra names: label -> (learner, fixed [model] options); ptncn_lif is the spiking
+#: P-TNCN's rate twin (the LIF f-I curve with Brian2's dt rounding as activation)
+ALIASES = {"ptncn_lif": ("ptncn", {"act": "lif_rate_dt"})}
 HUGE_BATCHES = 10**9
 
 #: [task] name -> learner -> {"model": {...}, "optimizer": {...}} for every learner but
@@ -139,11 +144,26 @@ def build_config(task_path: str, learner: str, budget: float, sets=(),
     base = harness.validate(base)           # the task config itself must be valid
     cfg = copy.deepcopy(base)
     notes = []
+    label = learner
+    learner, fixed = ALIASES.get(label, (label, {}))
     if learner not in harness.LEARNERS:
         raise harness.ConfigError(f"unknown learner {learner!r}; known: "
-                                  f"{', '.join(harness.LEARNERS)}")
+                                  f"{', '.join([*harness.LEARNERS, *ALIASES])}")
     cls = harness.learner_cls(learner)      # ImportError etc. if the class is unavailable
-    if learner != "ptncn":
+    own = base["model"]["learner"]
+    if learner in PTNCN_FAMILY and own in PTNCN_FAMILY:
+        # the rate and spiking P-TNCN share their options: keep the config's own
+        allowed = set(inspect.signature(cls).parameters)
+        model = {"learner": learner}
+        for k, v in {**base["model"], **fixed}.items():
+            if k == "learner":
+                continue
+            if k in allowed:
+                model[k] = v
+            elif learner != own:
+                notes.append(f"dropped model.{k} (not an option of {cls.__name__})")
+        cfg["model"] = model
+    elif learner != "ptncn":
         table = OVERRIDES.get(_task_type(base), {}).get(learner, {})
         allowed = set(inspect.signature(cls).parameters)
         model = {"learner": learner}
@@ -160,7 +180,7 @@ def build_config(task_path: str, learner: str, budget: float, sets=(),
         cfg["model"] = model
         if "optimizer" in table:
             cfg["optimizer"] = dict(table["optimizer"])
-    cfg["name"] = f"{base['name']}-{learner}"
+    cfg["name"] = f"{base['name']}-{label}"
     cfg["train"].update({"batches": HUGE_BATCHES, "time_budget_s": float(budget),
                          "eval_every": 0, "eval_batches": 0, "checkpoint_every": 0})
     if final_eval_batches is not None:
