@@ -150,6 +150,8 @@ def test_bad_protocols_are_refused(tmp_path):
         load_zeroshot_config(_write_cfg(tmp_path), ["zeroshot.adapt=[5, 1]"])
     with pytest.raises(ConfigError, match="no such file"):
         load_zeroshot_config(_write_cfg(tmp_path), ['zeroshot.b="nope.toml"'])
+    with pytest.raises(ConfigError, match=r"\[learner.lstm\]: unknown learner"):
+        load_zeroshot_config(_write_cfg(tmp_path, "[learner.lstm]\nset = []\n"))
     p = tmp_path / "mismatch.toml"
     p.write_text(f'''name = "m"
 [zeroshot]
