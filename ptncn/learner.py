@@ -96,6 +96,40 @@ def read_model_file(path, version: int | None = None) -> tuple[dict, dict]:
     return meta, arrays
 
 
+def check_step_input(x, mask, x_dim: int, current_batch: int | None, dtype=np.float32):
+    """Validate one step's input for any learner; returns ``(x, m)`` as contiguous
+    ``dtype`` arrays, ``x`` (B, x_dim) and ``m`` (B, 1) of 0/1 (default: all ones).
+
+    Raises one ``ValueError`` naming the problem: dtype, shape, NaN/inf, a mask
+    that is not 0/1, or a batch size different from ``current_batch`` (the rows of
+    the sequences in progress; ``None`` when none are).
+    """
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiub":
+        raise ValueError(f"x has dtype {x.dtype}; expected real numbers (float or int)")
+    if x.ndim != 2 or x.shape[1] != x_dim:
+        raise ValueError(f"x has shape {x.shape}; expected (batch, {x_dim})")
+    x = np.ascontiguousarray(x, dtype=dtype)
+    if not np.isfinite(x).all():
+        raise ValueError("x contains NaN or inf")
+    B = x.shape[0]
+    if mask is None:
+        m = np.ones((B, 1), dtype)
+    else:
+        m = np.asarray(mask)
+        if m.dtype.kind not in "fiub":
+            raise ValueError(f"mask has dtype {m.dtype}; expected 0/1 numbers or booleans")
+        if m.shape not in ((B,), (B, 1)):
+            raise ValueError(f"mask has shape {m.shape}; expected ({B}, 1) or ({B},)")
+        m = m.reshape(B, 1).astype(dtype)
+        if not ((m == 0.0) | (m == 1.0)).all():
+            raise ValueError("mask must contain only 0 and 1 (NaN and other values refused)")
+    if current_batch is not None and current_batch != B:
+        raise ValueError(f"x has batch {B} but the current sequences have batch "
+                         f"{current_batch}; call reset({B}) to start new sequences")
+    return x, m
+
+
 def learner_class(class_name: str):
     """The learner class registered under ``class_name`` (imported lazily)."""
     if class_name not in LEARNER_CLASSES:

@@ -38,7 +38,8 @@ import numpy as np
 from . import activations as acts
 from .errors import DivergenceError, ModelFileError
 from .fast import FactoredUpdates, FastEngine
-from .learner import FORMAT_NAME, Learner, ParamDict, read_model_file, write_model_file
+from .learner import (FORMAT_NAME, Learner, ParamDict, check_step_input, read_model_file,
+                      write_model_file)
 from .optim import Optimizer, make_optimizer
 
 FORMAT_VERSION = 1
@@ -447,32 +448,10 @@ class PTNCN(Learner):
         return (text.format(l=l, l1=l + 1), unit)
 
     def _check_input(self, x, mask):
-        X = self.config.x_dim
-        x = np.asarray(x)
-        if x.dtype.kind not in "fiub":
-            raise ValueError(f"x has dtype {x.dtype}; expected real numbers (float or int)")
-        if x.ndim != 2 or x.shape[1] != X:
-            raise ValueError(f"x has shape {x.shape}; expected (batch, {X})")
-        x = np.ascontiguousarray(x, dtype=F32)
-        if not np.isfinite(x).all():
-            raise ValueError("x contains NaN or inf")
-        B = x.shape[0]
-        if mask is None:
-            m = np.ones((B, 1), F32)
-        else:
-            m = np.asarray(mask)
-            if m.dtype.kind not in "fiub":
-                raise ValueError(f"mask has dtype {m.dtype}; expected 0/1 numbers or booleans")
-            if m.shape not in ((B,), (B, 1)):
-                raise ValueError(f"mask has shape {m.shape}; expected ({B}, 1) or ({B},)")
-            m = m.reshape(B, 1).astype(F32)
-            if not ((m == 0.0) | (m == 1.0)).all():
-                raise ValueError("mask must contain only 0 and 1 (NaN and other values refused)")
+        x, m = check_step_input(x, mask, self.config.x_dim,
+                                None if self.state is None else self.state.batch)
         if self.state is None:
-            self.reset(B)
-        elif self.state.batch != B:
-            raise ValueError(f"x has batch {B} but the current sequences have batch "
-                             f"{self.state.batch}; call reset({B}) to start new sequences")
+            self.reset(x.shape[0])
         return x, m
 
     def transition(self, state: State, x: np.ndarray, m: np.ndarray) -> tuple[State, dict]:

@@ -25,7 +25,8 @@ import os
 import numpy as np
 
 from ..errors import DivergenceError, ModelFileError
-from ..learner import FORMAT_NAME, Learner, ParamDict, read_model_file, write_model_file
+from ..learner import (FORMAT_NAME, Learner, ParamDict, check_step_input, read_model_file,
+                       write_model_file)
 from ..optim import Optimizer, clip_grad_norm, make_optimizer
 from . import rnn
 
@@ -132,32 +133,10 @@ class GradientLearner(Learner):
         self._reset_carry(batch)
 
     def _check_input(self, x, mask):
-        X = self.rnn_config.x_dim
-        x = np.asarray(x)
-        if x.dtype.kind not in "fiub":
-            raise ValueError(f"x has dtype {x.dtype}; expected real numbers (float or int)")
-        if x.ndim != 2 or x.shape[1] != X:
-            raise ValueError(f"x has shape {x.shape}; expected (batch, {X})")
-        x = np.ascontiguousarray(x, dtype=self.dtype)
-        if not np.isfinite(x).all():
-            raise ValueError("x contains NaN or inf")
-        B = x.shape[0]
-        if mask is None:
-            m = np.ones((B, 1), self.dtype)
-        else:
-            m = np.asarray(mask)
-            if m.dtype.kind not in "fiub":
-                raise ValueError(f"mask has dtype {m.dtype}; expected 0/1 numbers or booleans")
-            if m.shape not in ((B,), (B, 1)):
-                raise ValueError(f"mask has shape {m.shape}; expected ({B}, 1) or ({B},)")
-            m = m.reshape(B, 1).astype(self.dtype)
-            if not ((m == 0.0) | (m == 1.0)).all():
-                raise ValueError("mask must contain only 0 and 1 (NaN and other values refused)")
+        x, m = check_step_input(x, mask, self.rnn_config.x_dim,
+                                None if self.h is None else self.h.shape[0], self.dtype)
         if self.h is None:
-            self.reset(B)
-        elif self.h.shape[0] != B:
-            raise ValueError(f"x has batch {B} but the current sequences have batch "
-                             f"{self.h.shape[0]}; call reset({B}) to start new sequences")
+            self.reset(x.shape[0])
         return x, m
 
     def step(self, x, mask=None, learn: bool = True) -> np.ndarray:

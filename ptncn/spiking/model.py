@@ -36,7 +36,8 @@ import numpy as np
 
 from .. import activations as acts
 from ..errors import ModelFileError
-from ..learner import FORMAT_NAME, Learner, ParamDict, read_model_file, write_model_file
+from ..learner import (FORMAT_NAME, Learner, ParamDict, check_step_input, read_model_file,
+                       write_model_file)
 from ..optim import Optimizer, make_optimizer
 from ..ptncn import PTNCNConfig, State, init_params, local_updates, preactivations
 from ._brian import import_brian2
@@ -459,30 +460,10 @@ class SpikingPTNCN(Learner):
         self._stop_worker()
 
     def _check_input(self, x, mask):
-        X = self.config.x_dim
-        x = np.asarray(x)
-        if x.dtype.kind not in "fiub":
-            raise ValueError(f"x has dtype {x.dtype}; expected real numbers (float or int)")
-        if x.ndim != 2 or x.shape[1] != X:
-            raise ValueError(f"x has shape {x.shape}; expected (batch, {X})")
-        x = np.ascontiguousarray(x, dtype=F32)
-        if not np.isfinite(x).all():
-            raise ValueError("x contains NaN or inf")
-        B = x.shape[0]
-        if mask is None:
-            m = np.ones((B, 1), F32)
-        else:
-            m = np.asarray(mask)
-            if m.shape not in ((B,), (B, 1)):
-                raise ValueError(f"mask has shape {m.shape}; expected ({B}, 1) or ({B},)")
-            m = m.reshape(B, 1).astype(F32)
-            if not ((m == 0.0) | (m == 1.0)).all():
-                raise ValueError("mask must contain only 0 and 1")
+        x, m = check_step_input(x, mask, self.config.x_dim,
+                                None if self.state is None else self.state.batch)
         if self.state is None:
-            self.reset(B)
-        elif self.state.batch != B:
-            raise ValueError(f"x has batch {B} but the current sequences have batch "
-                             f"{self.state.batch}; call reset({B}) to start new sequences")
+            self.reset(x.shape[0])
         return x, m
 
     def step(self, x, mask=None, learn: bool = True) -> np.ndarray:
