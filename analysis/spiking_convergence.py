@@ -30,7 +30,8 @@ C_BOUND, B_BOUND = 4.0, 0.005
 
 
 def sweep(windows, target="cython", hidden=(16, 16), x_dim=4, batch=4, steps=6, beta=0.5,
-          seed=3, wght_sd=0.15, err_wght_sd=0.15, forced=True, log=print) -> dict:
+          seed=3, wght_sd=0.15, err_wght_sd=0.15, forced=True, log=print,
+          dt_ms: float = 0.1) -> dict:
     from ptncn.spiking import SpikingPTNCN
     rng = np.random.default_rng(seed)
     xs = (rng.random((steps, batch, x_dim)) > 0.5).astype(np.float32)
@@ -39,7 +40,7 @@ def sweep(windows, target="cython", hidden=(16, 16), x_dim=4, batch=4, steps=6, 
         t0 = time.perf_counter()
         m = SpikingPTNCN(x_dim, hidden=hidden, window_ms=float(T), target=target, seed=seed,
                          beta=beta, wght_sd=wght_sd, err_wght_sd=err_wght_sd, clip=0.0,
-                         optimizer="sgd", lr=0.0)
+                         optimizer="sgd", lr=0.0, dt_ms=dt_ms)
         tw = m.rate_twin()
         L = m.config.L
         m.reset(batch)
@@ -111,13 +112,14 @@ def main(argv=None):
     ap.add_argument("--target", default="cython", choices=("numpy", "cython"))
     ap.add_argument("--windows", type=float, nargs="+", default=[50, 100, 200, 400, 800])
     ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--dt", type=float, default=0.1, help="simulation step (ms)")
     ap.add_argument("--beta", type=float, default=0.5)
     ap.add_argument("--free", action="store_true",
                     help="let the twin run on its own states (errors compound through the "
                          "recurrence) instead of stepping it from the spiking state")
     ap.add_argument("--out", default="runs/spiking_convergence")
     a = ap.parse_args(argv)
-    res = sweep(a.windows, a.target, steps=a.steps, beta=a.beta, forced=not a.free)
+    res = sweep(a.windows, a.target, steps=a.steps, beta=a.beta, forced=not a.free, dt_ms=a.dt)
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "convergence.json"), "w") as f:
         json.dump(res, f, indent=2)
