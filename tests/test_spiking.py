@@ -126,3 +126,36 @@ def test_spike_events_in_run_file(tmp_path):
     from ptncn.analysis import plot_run
     written = plot_run(tmp_path / "run.h5", tmp_path / "plots")
     assert any("units_raster" in os.path.basename(p) for p in written)
+
+
+@needs_brian2
+def test_membrane_traces_in_run_file(tmp_path):
+    from ptncn.record import Recorder, open_recording
+    from ptncn.spiking import SpikingPTNCN
+    with pytest.raises(ValueError, match="record_membrane: units \\[7\\] outside layer 1"):
+        SpikingPTNCN(3, hidden=(4, 4), target="numpy", record_membrane=[7])
+    m = SpikingPTNCN(3, hidden=(4, 4), window_ms=20.0, target="numpy", record_membrane=[0, 2])
+    rec = Recorder(tmp_path / "run.h5")
+    rec.add("z1", rows=[0])
+    rec.start(m, batch=2)
+    m.reset(2)
+    for t in range(3):
+        m.step(np.ones((2, 3), np.float32))
+        rec.after_step(t, m)
+    m.end_sequence()
+    rec.close()
+    r = open_recording(tmp_path / "run.h5")
+    try:
+        g = r.file["membrane"]
+        t = g["time"][:]
+        assert list(g["unit_index"][:]) == [0, 2]
+        # three windows of 20 ms sampled every 0.1 ms (the run may stop a step late)
+        assert 3 * 200 <= len(t) <= 3 * 200 + 2 and np.all(np.diff(t) > 0)
+        np.testing.assert_allclose(np.diff(t)[:10], 0.1, rtol=1e-6)
+        for pop in ("Z1", "Y1"):
+            v = g[pop][:]
+            assert v.shape == (len(t), 2)
+            assert v.max() <= 1.0 + 1e-6 and v.min() >= 0.0      # threshold 1, reset to 0
+            assert v.max() > 0.5                                   # it charges
+    finally:
+        r.close()

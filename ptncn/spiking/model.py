@@ -77,7 +77,7 @@ class SpikingPTNCN(Learner):
                  window_ms: float = 50.0, tau_m: float = 10.0, tau_ref: float = 2.0,
                  gain: float = 2.0, bias: float = 2.0, dt_ms: float = 0.1,
                  err_theta: float = 0.5, target: str = "cython", record_spikes: bool = False,
-                 seed: int = 1234, optimizer: str | Optimizer = "nesterov", lr: float = 0.075,
+                 record_membrane: Sequence[int] = (), seed: int = 1234, optimizer: str | Optimizer = "nesterov", lr: float = 0.075,
                  momentum: float = 0.95, weight_decay: float = 0.0, max_norm: float = 0.0,
                  optimizer_options: dict | None = None):
         import_brian2()          # fail early, with the install hint, when Brian2 is missing
@@ -98,7 +98,12 @@ class SpikingPTNCN(Learner):
                             window_ms=float(window_ms), tau_m=float(tau_m),
                             tau_ref=float(tau_ref), gain=float(gain), bias=float(bias),
                             dt_ms=float(dt_ms), err_theta=float(err_theta), target=target,
-                            record_spikes=bool(record_spikes), seed=int(seed))
+                            record_spikes=bool(record_spikes),
+                            record_membrane=[int(u) for u in record_membrane], seed=int(seed))
+        bad = [u for u in self.options["record_membrane"] if not 0 <= u < self.options["hidden"][0]]
+        if bad:
+            raise ValueError(f"record_membrane: units {bad} outside layer 1 "
+                             f"(0..{self.options['hidden'][0] - 1})")
         if isinstance(optimizer, Optimizer):
             opt = optimizer
         else:
@@ -236,6 +241,15 @@ class SpikingPTNCN(Learner):
                                       record=True, name=f"spk_{blk.name}")
                 self._mons.append((blk.name, mon, [0]))
                 objs.append(mon)
+        self._vmon = None
+        if o["record_membrane"]:
+            # membrane potential of the chosen layer-1 units of batch row 0, every dt
+            units = np.asarray(o["record_membrane"])
+            z1, y1 = self._Z[0], self._Y[0]
+            self._vmon = b2.StateMonitor(lifg, "v", record=np.concatenate(
+                [z1.start + units, y1.start + units]), name="vmon")
+            self._vseen = 0
+            objs.append(self._vmon)
         op = b2.NetworkOperation(self._boundary, dt=(o["window_ms"] / 2) * ms, when="start",
                                  name="window_boundary")
         objs.append(op)
@@ -365,9 +379,18 @@ class SpikingPTNCN(Learner):
         self._outbox.put(("done", (q, updates)))
 
     def _drain_monitors(self):
-        if not self._mons:
-            return
         batch = []
+        if self._vmon is not None:
+            n = len(self._vmon.t_)
+            if n > self._vseen:
+                t = np.asarray(self._vmon.t_[self._vseen:n]) * 1000.0
+                v = np.asarray(self._vmon.v[:, self._vseen:n], np.float32).T   # (time, units)
+                batch.append(("membrane", None, t, v))
+                self._vseen = n
+        if not self._mons:
+            with self._events_lock:
+                self._events.extend(batch)
+            return
         for name, mon, seen in self._mons:
             i = np.asarray(mon.i[:])
             n = len(i)
@@ -552,6 +575,18 @@ class SpikingPTNCN(Learner):
     # -- spike events into the run file ------------------------------------------------
     def create_event_datasets(self, h5file) -> None:
         """Called by the Recorder before SWMR starts: NWB-like ``units/<population>``."""
+        if self.options["record_membrane"]:
+            g = h5file.require_group("membrane")
+            g.attrs["description"] = ("membrane potential v (threshold 1, reset 0) of the "
+                                      "layer-1 units in unit_index, batch row 0, every dt")
+            g.create_dataset("unit_index", data=np.asarray(self.options["record_membrane"],
+                                                           "i4"))
+            g.create_dataset("time", shape=(0,), maxshape=(None,), dtype="f8", chunks=(4096,))
+            g["time"].attrs["unit"] = "ms"
+            k = len(self.options["record_membrane"])
+            for pop in ("Z1", "Y1"):
+                g.create_dataset(pop, shape=(0, k), maxshape=(None, k), dtype="f4",
+                                 chunks=(max(1, 16384 // k), k))
         if not self.options["record_spikes"]:
             return
         g = h5file.require_group("units")
@@ -573,11 +608,23 @@ class SpikingPTNCN(Learner):
 
     def write_events(self, h5file) -> None:
         """Called by the Recorder at every flush: append the drained spike events."""
-        if not self.options["record_spikes"] or "units" not in h5file:
+        if not (self.options["record_spikes"] or self.options["record_membrane"]):
             return
         with self._events_lock:
             batch, self._events = self._events, []
         for name, ii, t, sign in batch:
+            if name == "membrane":
+                if "membrane" not in h5file:
+                    continue
+                g, k = h5file["membrane"], len(self.options["record_membrane"])
+                n = g["time"].shape[0]
+                for key, a in (("time", t), ("Z1", sign[:, :k]), ("Y1", sign[:, k:])):
+                    g[key].resize((n + len(t),) + g[key].shape[1:])
+                    g[key][n:] = a
+                    g[key].flush()
+                continue
+            if "units" not in h5file:
+                continue
             pg = h5file["units"][name]
             cols = [("unit_index", ii), ("spike_times", t)]
             if sign is not None:
