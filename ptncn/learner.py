@@ -130,6 +130,32 @@ def check_step_input(x, mask, x_dim: int, current_batch: int | None, dtype=np.fl
     return x, m
 
 
+def pack_params(params: Mapping[str, np.ndarray], optimizer) -> dict[str, np.ndarray]:
+    """Model-file arrays of the parameters (``param/<name>``) and of the optimizer's
+    slots (``opt/<slot>/<name>``)."""
+    arrays = {f"param/{k}": v for k, v in params.items()}
+    for slot, d in optimizer.state_dict()["slots"].items():
+        for k, v in d.items():
+            arrays[f"opt/{slot}/{k}"] = v
+    return arrays
+
+
+def unpack_params(path, arrays: Mapping[str, np.ndarray], params, optimizer, t: int) -> None:
+    """Inverse of :func:`pack_params`: fill ``params`` and ``optimizer`` (step count ``t``)
+    from a model file's arrays; a missing parameter is a :class:`ModelFileError`."""
+    for k in params:
+        key = f"param/{k}"
+        if key not in arrays:
+            raise ModelFileError(f"{os.fspath(path)}: parameter {k!r} missing")
+        params[k] = arrays[key]
+    slots: dict[str, dict] = {}
+    for key, v in arrays.items():
+        if key.startswith("opt/"):
+            _, slot, name = key.split("/", 2)
+            slots.setdefault(slot, {})[name] = v
+    optimizer.load_state_dict({"t": t, "slots": slots})
+
+
 def learner_class(class_name: str):
     """The learner class registered under ``class_name`` (imported lazily)."""
     if class_name not in LEARNER_CLASSES:
@@ -201,9 +227,23 @@ class Learner(abc.ABC):
     def recordable(self) -> tuple[str, ...]:
         """All names accepted by :meth:`quantity`."""
 
-    @abc.abstractmethod
     def quantity(self, name: str) -> np.ndarray:
-        """The named array of the last step (a per-step quantity or a parameter)."""
+        """The named array of the last step: a per-step quantity (``self.quantities``),
+        a parameter, or ``d<param>``, the last applied update (``self.updates``; zeros
+        when the last step made none)."""
+        q = getattr(self, "quantities", None) or {}
+        if name in q:
+            return q[name]
+        if name in self.params:
+            return self.params[name]
+        if name in self.recordable and name.startswith("d") and name[1:] in self.params:
+            updates = getattr(self, "updates", None) or {}
+            if name in updates:
+                return updates[name]
+            return np.zeros_like(self.params[name[1:]])
+        if name in self.recordable:
+            raise KeyError(f"{name!r} has no value yet: take a step first")
+        raise KeyError(f"unknown quantity {name!r}; recordable: {', '.join(self.recordable)}")
 
     @abc.abstractmethod
     def quantity_shape(self, name: str, batch: int) -> tuple[int, ...]:

@@ -38,7 +38,8 @@ import numpy as np
 from . import activations as acts
 from .errors import DivergenceError, ModelFileError
 from .fast import FactoredUpdates, FastEngine
-from .learner import (FORMAT_NAME, Learner, ParamDict, check_step_input, read_model_file,
+from .learner import (FORMAT_NAME, Learner, ParamDict, check_step_input, pack_params,
+                      read_model_file, unpack_params,
                       write_model_file)
 from .optim import Optimizer, make_optimizer
 
@@ -391,19 +392,6 @@ class PTNCN(Learner):
         names += [f"d{k}" for k in self.params]  # the last applied update directions
         return tuple(names)
 
-    def quantity(self, name: str) -> np.ndarray:
-        if name in self.quantities:
-            return self.quantities[name]
-        if name in self.params:
-            return self.params[name]
-        if name.startswith("d") and name[1:] in self.params:
-            if name in self.updates:
-                return self.updates[name]
-            return np.zeros_like(self.params[name[1:]])   # no update at the last step
-        if name in self.recordable:
-            raise KeyError(f"{name!r} has no value yet: take a step first")
-        raise KeyError(f"unknown quantity {name!r}; recordable: {', '.join(self.recordable)}")
-
     def quantity_norm(self, name: str) -> float:
         if isinstance(self.updates, FactoredUpdates) and name in self.updates:
             return self.updates.norm(name)
@@ -544,11 +532,7 @@ class PTNCN(Learner):
             for l, (a, e) in enumerate(zip(st.s, st.eps_prev), start=1):
                 arrays[f"state/s{l}"] = a
                 arrays[f"state/eps_prev{l}"] = e
-        for k, v in self.params.items():
-            arrays[f"param/{k}"] = v
-        for slot, d in opt_state["slots"].items():
-            for k, v in d.items():
-                arrays[f"opt/{slot}/{k}"] = v
+        arrays.update(pack_params(self.params, self.optimizer))
         write_model_file(path, meta, arrays)
 
     @classmethod
@@ -567,17 +551,7 @@ class PTNCN(Learner):
         opt = make_optimizer(hp.pop("name"), **hp)
         model = cls.__new__(cls)
         model._setup(cfg, opt, engine)
-        for k in model.params:
-            key = f"param/{k}"
-            if key not in arrays:
-                raise ModelFileError(f"{path}: parameter {k!r} missing")
-            model.params[k] = arrays[key]
-        slots: dict[str, dict] = {}
-        for key, v in arrays.items():
-            if key.startswith("opt/"):
-                _, slot, name = key.split("/", 2)
-                slots.setdefault(slot, {})[name] = v
-        opt.load_state_dict({"t": meta["optimizer_t"], "slots": slots})
+        unpack_params(path, arrays, model.params, opt, meta["optimizer_t"])
         model.rng.bit_generator.state = meta["rng"]
         model.steps_taken = int(meta["steps_taken"])
         model.extra_meta = meta.get("extra", {})

@@ -384,15 +384,6 @@ class ESN(Learner):
     def recordable(self) -> tuple[str, ...]:
         return ("x", "x_mu", "lin", "e0", "r", *self.params)
 
-    def quantity(self, name: str) -> np.ndarray:
-        if name in self.quantities:
-            return self.quantities[name]
-        if name in self.params:
-            return self.params[name]
-        if name in self.recordable:
-            raise KeyError(f"{name!r} has no value yet: take a step first")
-        raise KeyError(f"unknown quantity {name!r}; recordable: {', '.join(self.recordable)}")
-
     def quantity_shape(self, name: str, batch: int) -> tuple[int, ...]:
         if name in self.params:
             return self.params[name].shape

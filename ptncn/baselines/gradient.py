@@ -25,7 +25,8 @@ import os
 import numpy as np
 
 from ..errors import DivergenceError, ModelFileError
-from ..learner import (FORMAT_NAME, Learner, ParamDict, check_step_input, read_model_file,
+from ..learner import (FORMAT_NAME, Learner, ParamDict, check_step_input, pack_params,
+                       read_model_file, unpack_params,
                        write_model_file)
 from ..optim import Optimizer, clip_grad_norm, make_optimizer
 from . import rnn
@@ -203,19 +204,6 @@ class GradientLearner(Learner):
     def recordable(self) -> tuple[str, ...]:
         return ("x", "x_mu", "h", *self.params, *(f"d{k}" for k in self.params))
 
-    def quantity(self, name: str) -> np.ndarray:
-        if name in self.quantities:
-            return self.quantities[name]
-        if name in self.params:
-            return self.params[name]
-        if name.startswith("d") and name[1:] in self.params:
-            if name in self.updates:
-                return self.updates[name]
-            return np.zeros_like(self.params[name[1:]])     # no update at the last step
-        if name in self.recordable:
-            raise KeyError(f"{name!r} has no value yet: take a step first")
-        raise KeyError(f"unknown quantity {name!r}; recordable: {', '.join(self.recordable)}")
-
     def quantity_shape(self, name: str, batch: int) -> tuple[int, ...]:
         if name in self.params:
             return self.params[name].shape
@@ -259,10 +247,7 @@ class GradientLearner(Learner):
                 "updates_taken": self.updates_taken, "rng": self.rng.bit_generator.state}
         if extra_meta:
             meta["extra"] = extra_meta
-        arrays = {f"param/{k}": v for k, v in self.params.items()}
-        for slot, d in opt_state["slots"].items():
-            for k, v in d.items():
-                arrays[f"opt/{slot}/{k}"] = v
+        arrays = pack_params(self.params, self.optimizer)
         arrays.update(self._persistent_arrays())
         if include_state and self.h is not None:
             meta["state_t"] = self.t
@@ -286,19 +271,9 @@ class GradientLearner(Learner):
         hp = dict(meta["optimizer"])
         opt = make_optimizer(hp.pop("name"), **hp)
         model = cls(x_dim, optimizer=opt, **cfg)
-        for k in model.params:
-            key = f"param/{k}"
-            if key not in arrays:
-                raise ModelFileError(f"{path}: parameter {k!r} missing")
-            model.params[k] = arrays[key]
-        slots: dict[str, dict] = {}
-        for key, v in arrays.items():
-            if key.startswith("opt/"):
-                _, slot, name = key.split("/", 2)
-                slots.setdefault(slot, {})[name] = v
-        opt.load_state_dict({"t": meta["optimizer_t"], "slots": slots})
+        unpack_params(path, arrays, model.params, opt, meta["optimizer_t"])
         # load_state_dict casts slots to float32; keep the model's dtype (float64 resumes exactly)
-        opt.slots = {s: {k: np.array(slots[s][k], dtype=model.dtype) for k in d}
+        opt.slots = {s: {k: np.array(arrays[f"opt/{s}/{k}"], dtype=model.dtype) for k in d}
                      for s, d in opt.slots.items()}
         model._load_persistent(arrays)
         model.rng.bit_generator.state = meta["rng"]

@@ -36,7 +36,8 @@ import numpy as np
 
 from .. import activations as acts
 from ..errors import ModelFileError
-from ..learner import (FORMAT_NAME, Learner, ParamDict, check_step_input, read_model_file,
+from ..learner import (FORMAT_NAME, Learner, ParamDict, check_step_input, pack_params,
+                       read_model_file, unpack_params,
                        write_model_file)
 from ..optim import Optimizer, make_optimizer
 from ..ptncn import PTNCNConfig, State, init_params, local_updates, preactivations
@@ -516,17 +517,6 @@ class SpikingPTNCN(Learner):
         names += [f"d{k}" for k in self.params]
         return tuple(names)
 
-    def quantity(self, name: str) -> np.ndarray:
-        if name in self.quantities:
-            return self.quantities[name]
-        if name in self.params:
-            return self.params[name]
-        if name.startswith("d") and name[1:] in self.params:
-            return self.updates.get(name, np.zeros_like(self.params[name[1:]]))
-        if name in self.recordable:
-            raise KeyError(f"{name!r} has no value yet: take a step first")
-        raise KeyError(f"unknown quantity {name!r}; recordable: {', '.join(self.recordable)}")
-
     def quantity_shape(self, name: str, batch: int) -> tuple[int, ...]:
         if name in self.params:
             return self.params[name].shape
@@ -646,10 +636,7 @@ class SpikingPTNCN(Learner):
                 "steps_taken": self.steps_taken, "rng": self.rng.bit_generator.state}
         if extra_meta:
             meta["extra"] = extra_meta
-        arrays = {f"param/{k}": v for k, v in self.params.items()}
-        for slot, d in opt_state["slots"].items():
-            for k, v in d.items():
-                arrays[f"opt/{slot}/{k}"] = v
+        arrays = pack_params(self.params, self.optimizer)
         if include_state and self.state is not None:
             st = self.state
             meta["state_t"] = st.t
@@ -670,16 +657,7 @@ class SpikingPTNCN(Learner):
         hp = dict(meta["optimizer"])
         opt = make_optimizer(hp.pop("name"), **hp)
         model = cls(meta["x_dim"], optimizer=opt, **opts)
-        for k in model.params:
-            if f"param/{k}" not in arrays:
-                raise ModelFileError(f"{path}: parameter {k!r} missing")
-            model.params[k] = arrays[f"param/{k}"]
-        slots: dict[str, dict] = {}
-        for key, v in arrays.items():
-            if key.startswith("opt/"):
-                _, slot, name = key.split("/", 2)
-                slots.setdefault(slot, {})[name] = v
-        opt.load_state_dict({"t": meta["optimizer_t"], "slots": slots})
+        unpack_params(path, arrays, model.params, opt, meta["optimizer_t"])
         model.rng.bit_generator.state = meta["rng"]
         model.steps_taken = int(meta["steps_taken"])
         model.extra_meta = meta.get("extra", {})
