@@ -42,22 +42,13 @@ from ..learner import (FORMAT_NAME, Learner, ParamDict, check_step_input, pack_p
 from ..optim import Optimizer, make_optimizer
 from ..ptncn import PTNCNConfig, State, init_params, local_updates, preactivations
 from ._brian import import_brian2
+from .network import build_objects, network_layout
 
 F32 = np.float32
 FORMAT_VERSION = 1
 TARGETS = ("numpy", "cython", "cpp_standalone")
 _STOP = object()
 _WAIT_S = 3600.0
-
-
-class _Block:
-    """A population: ``n`` neurons from ``start`` of the group ``group`` ("lif"/"err"),
-    batch-row-major with ``units`` neurons per row."""
-
-    __slots__ = ("name", "group", "start", "n", "units")
-
-    def __init__(self, name, group, start, n, units):
-        self.name, self.group, self.start, self.n, self.units = name, group, start, n, units
 
 
 class SpikingPTNCN(Learner):
@@ -87,10 +78,14 @@ class SpikingPTNCN(Learner):
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         if target == "cpp_standalone":
-            raise NotImplementedError(
-                "SpikingPTNCN: target='cpp_standalone' is not implemented (the window logic "
-                "runs as Python network operations, which standalone mode cannot run); "
-                "use 'cython' or 'numpy' (docs/spiking.md)")
+            from .standalone import compiler_missing
+            why = compiler_missing()
+            if why:
+                raise RuntimeError(f"SpikingPTNCN: {why}; use target 'cython' or 'numpy'")
+            if record_spikes or list(record_membrane):
+                raise ValueError("SpikingPTNCN: record_spikes / record_membrane need a runtime "
+                                 "target ('cython' or 'numpy'); the cpp_standalone server "
+                                 "returns spike counts only")
         self.options = dict(hidden=list(int(h) for h in hidden), out=acts.name_of(out),
                             beta=float(beta), alpha=float(alpha), gamma=float(gamma),
                             zeta=float(zeta), clip=float(clip), wght_sd=float(wght_sd),
@@ -144,6 +139,7 @@ class SpikingPTNCN(Learner):
         self.steps_taken = 0
         self.extra_meta: dict = {}
         self._net = None
+        self._server = None
         self._net_batch = None
         self._worker = None
         self._windows_run = 0           # whole windows of simulated time so far
@@ -170,69 +166,36 @@ class SpikingPTNCN(Learner):
 
     # -- the Brian2 network -------------------------------------------------------------
     def _build(self, batch: int) -> None:
-        """One NeuronGroup for every LIF population (Z_1, Y_1, Z_2, ...; each a block of
-        batch * n_l neurons), one for every error-unit layer and one Synapses object
-        (Z_{l+1} -> e_l through W_{l+1}, Z_l -> e_l with weight -1): Brian2's runtime
-        targets pay a fixed cost per object and time step, so fewer objects run faster."""
-        b2 = import_brian2()
+        """The window network for ``batch`` rows (:mod:`ptncn.spiking.network`): a Brian2
+        ``Network`` run in a worker thread for the runtime targets, a compiled server
+        process for ``cpp_standalone`` (:mod:`ptncn.spiking.standalone`)."""
         o, cfg = self.options, self.config
+        lay = network_layout(batch, cfg.sizes)
+        self._Z, self._Y, self._E = lay.Z, lay.Y, lay.E
+        self._w_maps = lay.w_maps
+        self._close_network()
+        if o["target"] == "cpp_standalone":
+            from .standalone import StandaloneServer, spec_of
+            self._server = StandaloneServer(spec_of(batch, cfg.sizes, o))
+            self._arr = {(g, var): np.zeros(lay.n_lif if g == "lif" else lay.n_err)
+                         for g, var in (("lif", "v"), ("lif", "I"), ("lif", "cnt"),
+                                        ("err", "v"), ("err", "npos"), ("err", "nneg"))}
+            self._w_arr = np.zeros(lay.n_syn)
+            self._w_arr[lay.own] = -o["tau_ref"]
+            self._mons, self._vmon = [], None
+            self._net_batch = batch
+            return
+        b2 = import_brian2()
         b2.prefs.codegen.target = o["target"]
-        ms = b2.ms
-        dt = o["dt_ms"] * ms
-        ns = {"tau_m": o["tau_m"] * ms, "theta_e": o["err_theta"]}
-        lif = ("dv/dt = (I - v) / tau_m : 1 (unless refractory)\n"
-               "I : 1\ncnt : 1")
-        err = "v : 1\nnpos : 1\nnneg : 1"
-        sizes, L = cfg.sizes, cfg.L
-        self._Z, self._Y, self._E = [], [], []
-        off = 0
-        for l in range(1, L + 1):
-            n = batch * sizes[l]
-            self._Z.append(_Block(f"Z{l}", "lif", off, n, sizes[l]))
-            self._Y.append(_Block(f"Y{l}", "lif", off + n, n, sizes[l]))
-            off += 2 * n
-        n_lif = off
-        off = 0
-        for l in range(1, L):
-            n = batch * sizes[l]
-            self._E.append(_Block(f"E{l}", "err", off, n, sizes[l]))
-            off += n
-        n_err = max(off, 1)
-        lifg = b2.NeuronGroup(n_lif, lif, threshold="v > 1", reset="v = 0; cnt += 1",
-                              refractory=o["tau_ref"] * ms, method="exact", dt=dt,
-                              namespace=ns, name="lif")
-        errg = b2.NeuronGroup(n_err, err, threshold="abs(v) >= theta_e",
-                              reset="npos += int(v > 0); nneg += int(v < 0); "
-                                    "v -= sign(v) * theta_e",
-                              dt=dt, namespace=ns, name="err")
+        lifg, errg, syn = build_objects(b2, lay, o)
         objs = [lifg, errg]
-        self._w_maps = []
-        if L > 1:
-            pres, posts = [], []
-            for l in range(1, L):
-                n, nu = sizes[l], sizes[l + 1]
-                zu, zl, e = self._Z[l], self._Z[l - 1], self._E[l - 1]
-                bb, ii, jj = np.meshgrid(np.arange(batch), np.arange(nu), np.arange(n),
-                                         indexing="ij")
-                pres.append(zu.start + (bb * nu + ii).ravel())
-                posts.append(e.start + (bb * n + jj).ravel())
-                r = np.arange(batch * n)
-                pres.append(zl.start + r)
-                posts.append(e.start + r)
-            syn = b2.Synapses(lifg, errg, "w : 1", on_pre="v_post += w", dt=dt, namespace=ns,
-                              name="err_syn")
-            syn.connect(i=np.concatenate(pres), j=np.concatenate(posts))
+        self._w_arr = np.zeros(0)
+        if syn is not None:
             objs.append(syn)
-            si, sj = np.asarray(syn.i[:]), np.asarray(syn.j[:])
+            if not (np.array_equal(syn.i[:], lay.pre) and np.array_equal(syn.j[:], lay.post)):
+                raise RuntimeError("Brian2 reordered the synapses; the weight map is wrong")
             self._w_arr = syn.variables["w"].get_value()
-            for l in range(1, L):
-                zu, zl, e = self._Z[l], self._Z[l - 1], self._E[l - 1]
-                in_e = (sj >= e.start) & (sj < e.start + e.n)
-                up = np.nonzero(in_e & (si >= zu.start) & (si < zu.start + zu.n))[0]
-                own = np.nonzero(in_e & (si >= zl.start) & (si < zl.start + zl.n))[0]
-                self._w_arr[own] = -o["tau_ref"]
-                self._w_maps.append((up, (si[up] - zu.start) % zu.units,
-                                     (sj[up] - e.start) % e.units))
+            self._w_arr[lay.own] = -o["tau_ref"]
         self._mons = []
         if o["record_spikes"]:
             for blk in [*self._Z, *self._Y, *self._E]:
@@ -251,7 +214,7 @@ class SpikingPTNCN(Learner):
                 [z1.start + units, y1.start + units]), name="vmon")
             self._vseen = 0
             objs.append(self._vmon)
-        op = b2.NetworkOperation(self._boundary, dt=(o["window_ms"] / 2) * ms, when="start",
+        op = b2.NetworkOperation(self._boundary, dt=(o["window_ms"] / 2) * b2.ms, when="start",
                                  name="window_boundary")
         objs.append(op)
         self._net = b2.Network(*objs)
@@ -275,7 +238,7 @@ class SpikingPTNCN(Learner):
         self._k += 1
         if k % 2 == 0:
             if k > 0:
-                self._finish_step()
+                self._outbox.put(("done", self._finish_step()))
             msg = self._inbox.get()
             if msg is _STOP:
                 self._net.stop()
@@ -377,7 +340,7 @@ class SpikingPTNCN(Learner):
         self._drain_monitors()
         self.state = State(x, [q[f"y{l}"] for l in range(1, cfg.L + 1)],
                            [q[f"eps{l}"] for l in range(1, cfg.L + 1)], state.t + 1)
-        self._outbox.put(("done", (q, updates)))
+        return q, updates
 
     def _drain_monitors(self):
         batch = []
@@ -460,14 +423,21 @@ class SpikingPTNCN(Learner):
             if kind == "error":
                 raise payload
 
-    def close(self):
-        """Stop the worker thread (also done by :meth:`reset` and :meth:`end_sequence`)."""
+    def _close_network(self):
         self._stop_worker()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        self._net = None
+        self._net_batch = None
+
+    def close(self):
+        """Stop the worker thread and the standalone server (a later step restarts them)."""
+        self._close_network()
 
     def __del__(self):
         try:
-            if self._worker is not None:
-                self._stop_worker()
+            self._close_network()
         except Exception:  # noqa: BLE001
             pass
 
@@ -493,6 +463,8 @@ class SpikingPTNCN(Learner):
     def step(self, x, mask=None, learn: bool = True) -> np.ndarray:
         """Simulate one window; learn (unless ``learn=False`` or first step); return x_mu."""
         x, m = self._check_input(x, mask)
+        if self.options["target"] == "cpp_standalone":
+            return self._step_standalone(x, m, bool(learn))
         if self._worker is None:
             self._start_worker()
         self._inbox.put("go")
@@ -501,6 +473,32 @@ class SpikingPTNCN(Learner):
         q, upd = self._get("done")
         self.quantities = q
         self.updates = upd
+        self.steps_taken += 1
+        return x_mu
+
+    def _step_standalone(self, x, m, learn):
+        """One window on the compiled server: Z half, numpy, Y half, numpy (no thread)."""
+        B = self.state.batch
+        if self._server is None or self._net_batch != B:
+            self._build(B)
+        from .standalone import StandaloneError
+        srv, a = self._server, self._arr
+        try:
+            self._start_z()
+            cnt, npos, nneg = srv.run_half(a[("lif", "I")], self._w_arr)
+            a[("lif", "cnt")][:] = cnt
+            a[("err", "npos")][:] = npos
+            a[("err", "nneg")][:] = nneg
+            self._end_z()
+            x_mu = self._q["x_mu"]
+            self._msg = (x, m, learn)
+            self._start_y()
+            a[("lif", "cnt")][:] = srv.run_half(a[("lif", "I")])[0]
+        except StandaloneError:
+            self._server = None          # the step had no effect; the next one restarts it
+            self._net_batch = None
+            raise
+        self.quantities, self.updates = self._finish_step()
         self.steps_taken += 1
         return x_mu
 

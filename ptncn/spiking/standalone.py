@@ -1,0 +1,274 @@
+"""The ``cpp_standalone`` back end of SpikingPTNCN: a compiled Brian2 network that
+serves half-windows.
+
+Brian2's standalone mode turns a script into a C++ program and runs it once.  A
+P-TNCN step needs numpy between its two half-windows (the read-out, the
+perturbation ``d`` and the LRA updates), so the program built here does not run
+once: with ``device.insert_code("main", ...)`` the network's ``run(T/2)`` is wrapped
+in a loop that, per half-window,
+
+1. reads a command from stdin: ``int32`` 0 (stop), 1 (new currents) or 2 (new
+   currents and new synaptic weights), then ``n_lif`` float64 currents ``I`` and,
+   for 2, ``n_syn`` float64 weights ``w``;
+2. zeroes every membrane, spike counter and refractory clock (each half starts
+   from rest, as in the runtime targets);
+3. runs the Brian2-generated network for T/2;
+4. writes the spike counts of the LIF group (``n_lif``) and the pos / neg event
+   counts of the error units (``n_err`` each) to stdout as float64.
+
+So the binary is compiled once per network shape (batch, sizes, window, dt, LIF and
+error-unit constants) and cached (``$PTNCN_BRIAN_CACHE`` or
+``~/.cache/ptncn/brian2_standalone``); one process then serves a whole training run
+with no code generation, no process start and no file I/O per step.  The network
+itself is the same Brian2 description as for the runtime targets
+(:mod:`ptncn.spiking.network`), and the spike counts agree with theirs
+(``tests/test_spiking_standalone.py``).
+
+The build runs in a separate Python process (``python -m ptncn.spiking.standalone
+SPEC.json DIR``), so ``set_device("cpp_standalone")`` never touches the caller's
+Brian2 device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+BUILD_VERSION = 2
+SPEC_KEYS = ("batch", "sizes", "window_ms", "dt_ms", "tau_m", "tau_ref", "err_theta")
+
+
+class StandaloneError(RuntimeError):
+    """The standalone binary could not be built, or stopped answering."""
+
+
+def cache_root() -> str:
+    root = os.environ.get("PTNCN_BRIAN_CACHE")
+    if not root:
+        root = os.path.join(os.path.expanduser("~"), ".cache", "ptncn", "brian2_standalone")
+    return root
+
+
+def compiler_missing() -> str | None:
+    """Why no binary can be built here (no make / C++ compiler), or None."""
+    for tool in ("make", os.environ.get("CXX", "g++")):
+        if shutil.which(tool) is None:
+            return f"target 'cpp_standalone' needs {tool!r} on PATH (a C++ build toolchain)"
+    return None
+
+
+def spec_of(batch: int, sizes, options: dict) -> dict:
+    spec = {"batch": int(batch), "sizes": [int(s) for s in sizes]}
+    for k in SPEC_KEYS[2:]:
+        spec[k] = float(options[k])
+    return spec
+
+
+def _key(spec: dict) -> str:
+    from ._brian import import_brian2
+    b2 = import_brian2()
+    blob = json.dumps({"spec": spec, "build": BUILD_VERSION, "brian2": b2.__version__,
+                       "python": sys.version_info[:2]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def ensure_built(spec: dict, log=None) -> str:
+    """The project directory of a compiled server for ``spec`` (built if not cached)."""
+    why = compiler_missing()
+    if why:
+        raise StandaloneError(why)
+    root = cache_root()
+    final = os.path.join(root, _key(spec))
+    if os.path.exists(os.path.join(final, "server.json")):
+        return final
+    os.makedirs(root, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="build-", dir=root)
+    try:
+        with open(os.path.join(tmp, "spec.json"), "w") as f:
+            json.dump(spec, f)
+        if log:
+            log(f"SpikingPTNCN: compiling the cpp_standalone server for {spec} (once)")
+        try:
+            out = subprocess.run([sys.executable, "-m", "ptncn.spiking.standalone",
+                                  os.path.join(tmp, "spec.json"), tmp],
+                                 capture_output=True, text=True)
+        except OSError as exc:
+            raise StandaloneError(f"building the cpp_standalone server failed: {exc}") from exc
+        if out.returncode != 0 or not os.path.exists(os.path.join(tmp, "server.json")):
+            tail = (out.stdout + out.stderr)[-3000:]
+            raise StandaloneError(f"building the cpp_standalone server failed:\n{tail}")
+        try:
+            os.rename(tmp, final)
+        except OSError:          # another process finished the same build first
+            if not os.path.exists(os.path.join(final, "server.json")):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+_LOOP_START = """
+// --- ptncn: serve half-windows (see ptncn/spiking/standalone.py) ---
+{{
+const int _p_nlif = {n_lif}, _p_nerr = {n_err}, _p_nsyn = {n_syn};
+while (true) {{
+    int32_t _p_cmd = 0;
+    if (fread(&_p_cmd, sizeof(int32_t), 1, stdin) != 1 || _p_cmd == 0) break;
+    if ((int)fread({I}, sizeof(double), _p_nlif, stdin) != _p_nlif) break;
+    if (_p_cmd == 2) {{
+        if ((int)fread(&{w}[0], sizeof(double), _p_nsyn, stdin) != _p_nsyn) break;
+    }}
+    for (int _p_i = 0; _p_i < _p_nlif; _p_i++) {{
+        {v}[_p_i] = 0.0; {cnt}[_p_i] = 0.0;
+        {lastspike}[_p_i] = -10000.0; {not_refractory}[_p_i] = true;
+    }}
+    for (int _p_i = 0; _p_i < _p_nerr; _p_i++) {{
+        {ev}[_p_i] = 0.0; {npos}[_p_i] = 0.0; {nneg}[_p_i] = 0.0;
+    }}
+"""
+
+_LOOP_END = """
+    fwrite({cnt}, sizeof(double), _p_nlif, stdout);
+    fwrite({npos}, sizeof(double), _p_nerr, stdout);
+    fwrite({nneg}, sizeof(double), _p_nerr, stdout);
+    fflush(stdout);
+}}
+}}
+// --- ptncn: end ---
+"""
+
+
+def _build_project(spec: dict, directory: str) -> None:
+    """Generate and compile the server (runs in its own process: sets the device)."""
+    from ._brian import import_brian2
+    from .network import build_objects, network_layout
+    b2 = import_brian2()
+    b2.set_device("cpp_standalone", directory=directory, build_on_run=False)
+    lay = network_layout(spec["batch"], spec["sizes"])
+    lifg, errg, syn = build_objects(b2, lay, spec)
+    objs = [g for g in (lifg, errg, syn) if g is not None]
+    net = b2.Network(*objs)
+    dev = b2.get_device()
+    dev.apply_run_args()                 # outside the loop: argv is read once
+    name = dev.get_array_name
+    lv = lifg.variables
+    ev = errg.variables
+    w = name(syn.variables["w"], access_data=False) if syn is not None else "_p_nowt"
+    fields = dict(n_lif=lay.n_lif, n_err=lay.n_err, n_syn=lay.n_syn, I=name(lv["I"]),
+                  v=name(lv["v"]), cnt=name(lv["cnt"]), lastspike=name(lv["lastspike"]),
+                  not_refractory=name(lv["not_refractory"]), ev=name(ev["v"]),
+                  npos=name(ev["npos"]), nneg=name(ev["nneg"]), w=w)
+    if syn is None:
+        dev.insert_code("main", "std::vector<double> _p_nowt(1);")
+    dev.insert_code("main", _LOOP_START.format(**fields))
+    net.run(spec["window_ms"] / 2 * b2.ms)
+    dev.insert_code("main", _LOOP_END.format(**fields))
+    dev.build(directory=directory, compile=True, run=False)
+    with open(os.path.join(directory, "server.json"), "w") as f:
+        json.dump({"spec": spec, "n_lif": lay.n_lif, "n_err": lay.n_err, "n_syn": lay.n_syn,
+                   "brian2": b2.__version__}, f)
+
+
+class StandaloneServer:
+    """One running server process for a network shape; :meth:`run_half` per half-window."""
+
+    def __init__(self, spec: dict, log=None):
+        self.spec = spec
+        self.directory = ensure_built(spec, log)
+        with open(os.path.join(self.directory, "server.json")) as f:
+            info = json.load(f)
+        self.n_lif, self.n_err, self.n_syn = info["n_lif"], info["n_err"], info["n_syn"]
+        self._results = tempfile.mkdtemp(prefix="ptncn-b2-results-")
+        self._stderr = open(os.path.join(self._results, "stderr.txt"), "w+b")
+        self._proc = subprocess.Popen(
+            [os.path.join(self.directory, "main"), "--results_dir",
+             os.path.join(self._results, "")],
+            cwd=self.directory, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self._stderr, bufsize=0)
+        self._nbytes = 8 * (self.n_lif + 2 * self.n_err)
+        self._buf = bytearray(self._nbytes)
+
+    def _fail(self, what: str):
+        self._stderr.seek(0)
+        err = self._stderr.read().decode(errors="replace")[-2000:]
+        code = self._proc.poll()
+        self.close()
+        raise StandaloneError(f"the cpp_standalone server {what} (exit code {code}); "
+                              f"stderr:\n{err}")
+
+    def run_half(self, I: np.ndarray, w: np.ndarray | None = None):
+        """Run T/2 from rest with currents ``I`` (and weights ``w`` if given); return the
+        LIF spike counts and the error units' pos and neg event counts."""
+        if self._proc is None:
+            raise StandaloneError("the cpp_standalone server is closed")
+        I = np.ascontiguousarray(I, np.float64)
+        if I.shape != (self.n_lif,):
+            raise ValueError(f"I has shape {I.shape}, expected ({self.n_lif},)")
+        parts = [np.int32(2 if w is not None else 1).tobytes(), I.tobytes()]
+        if w is not None:
+            w = np.ascontiguousarray(w, np.float64)
+            if w.shape != (self.n_syn,):
+                raise ValueError(f"w has shape {w.shape}, expected ({self.n_syn},)")
+            parts.append(w.tobytes())
+        try:
+            self._proc.stdin.write(b"".join(parts))
+        except (BrokenPipeError, OSError):
+            self._fail("stopped before its input was sent")
+        view, got = memoryview(self._buf), 0
+        while got < self._nbytes:
+            n = self._proc.stdout.readinto(view[got:])
+            if not n:
+                self._fail("stopped before answering")
+            got += n
+        out = np.frombuffer(self._buf, np.float64).copy()
+        return (out[:self.n_lif], out[self.n_lif:self.n_lif + self.n_err],
+                out[self.n_lif + self.n_err:])
+
+    def close(self):
+        p, self._proc = self._proc, None
+        if p is not None:
+            try:
+                p.stdin.write(np.int32(0).tobytes())
+                p.stdin.close()
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            if p.stdout:
+                p.stdout.close()
+        if self._stderr is not None and not self._stderr.closed:
+            self._stderr.close()
+        shutil.rmtree(self._results, ignore_errors=True)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m ptncn.spiking.standalone SPEC.json DIRECTORY", file=sys.stderr)
+        return 2
+    with open(argv[0]) as f:
+        spec = json.load(f)
+    _build_project(spec, argv[1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
