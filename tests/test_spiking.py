@@ -159,3 +159,30 @@ def test_membrane_traces_in_run_file(tmp_path):
             assert v.max() > 0.5                                   # it charges
     finally:
         r.close()
+
+
+@needs_brian2
+@pytest.mark.parametrize("bad", ["M1", "E1"])
+def test_divergence_error_leaves_parameters_and_state(bad):
+    """A non-finite weight gives one DivergenceError naming the first non-finite quantity;
+    parameters and the carried state stay as they were, and the model runs on once fixed."""
+    from ptncn import DivergenceError
+    from ptncn.spiking import SpikingPTNCN
+    m = SpikingPTNCN(3, hidden=(4, 4), window_ms=20.0, target="numpy", seed=1)
+    x = np.ones((2, 3), np.float32)
+    m.reset(2)
+    m.step(x)
+    m.step(x)
+    good = m.params[bad].copy()
+    m.params[bad][0, 0] = np.nan
+    before = {k: v.copy() for k, v in m.params.items()}
+    t = m.state.t
+    with pytest.raises(DivergenceError, match="h1" if bad == "M1" else "d1"):
+        m.step(x)
+    for k in before:
+        np.testing.assert_array_equal(before[k], m.params[k])
+    assert m.state.t == t
+    m.params[bad][:] = good
+    m.step(x)
+    assert m.state.t == t + 1
+    m.close()

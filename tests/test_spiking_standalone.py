@@ -136,3 +136,22 @@ def test_build_failure_is_reported(monkeypatch, tmp_path):
                                  "tau_m": 10.0, "tau_ref": 2.0, "err_theta": 0.5})
     assert not os.path.exists(tmp_path / "cache" / "broken")
     assert not [p for p in os.listdir(tmp_path / "cache") if p.startswith("build-")]
+
+
+@needs_toolchain
+def test_standalone_divergence_error_keeps_the_server():
+    from ptncn import DivergenceError
+    from ptncn.spiking import SpikingPTNCN
+    m = SpikingPTNCN(4, hidden=(7, 5), window_ms=20.0, target="cpp_standalone")
+    x = np.ones((3, 4), np.float32)
+    m.reset(3)
+    m.step(x)
+    good = m.params["V2"].copy()
+    m.params["V2"][1, 1] = np.inf
+    with pytest.raises(DivergenceError, match="h2"):
+        m.step(x)
+    m.params["V2"][:] = good
+    srv = m._server
+    m.step(x)
+    assert m._server is srv and m.state.t == 2
+    m.close()

@@ -35,7 +35,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import activations as acts
-from ..errors import ModelFileError
+from ..errors import DivergenceError, ModelFileError
 from ..learner import (FORMAT_NAME, Learner, ParamDict, check_step_input, pack_params,
                        read_model_file, unpack_params,
                        write_model_file)
@@ -256,11 +256,20 @@ class SpikingPTNCN(Learner):
             self._msg = msg
             self._start_y()
 
+    def _check_finite(self, named):
+        """Raise DivergenceError at the first non-finite array (before anything of this
+        step is applied: parameters and carried state stay as they were)."""
+        for name, a in named:
+            if not np.all(np.isfinite(a)):
+                raise DivergenceError(self.steps_taken, name,
+                                      f"t={self.state.t} of the sequence")
+
     def _start_z(self):
         cfg, o, p = self.config, self.options, self.params
         for l, (idx, pre, post) in enumerate(self._w_maps, start=1):
             self._w_arr[idx] = p[f"W{l + 1}"][pre, post] * o["tau_ref"]   # e_l <- Z_{l+1}
         hs = preactivations(p, self.state, cfg)
+        self._check_finite((f"h{l}", h) for l, h in enumerate(hs, start=1))
         self._hs = hs
         for l in range(cfg.L):
             gz, gy = self._Z[l], self._Y[l]
@@ -292,6 +301,8 @@ class SpikingPTNCN(Learner):
             q[f"e_raw{l}"] = (net_ev * (o["err_theta"] / half)).astype(F32)
             q[f"mu{l}"] = q[f"z{l + 1}"] @ p[f"W{l + 1}"]
         q["x_mu"] = self.out_fn(q["z1"] @ p["W1"], self.rng)
+        self._check_finite([(f"mu{l}", q[f"mu{l}"]) for l in range(1, cfg.L)]
+                           + [("x_mu", q["x_mu"])])
         self._q = q
 
     def _start_y(self):
@@ -308,6 +319,7 @@ class SpikingPTNCN(Learner):
             d = e[l - 1] @ p[f"E{l}"]
             if l < L:
                 d -= F32(cfg.alpha) * e[l]
+            self._check_finite([(f"d{l}", d)])
             q[f"d{l}"] = d
             g = self._Y[l - 1]
             self._a(g, "I")[:] = (o["gain"] * (self._hs[l - 1] - cfg.beta * d)
@@ -334,6 +346,7 @@ class SpikingPTNCN(Learner):
             inv_b = F32(1.0 / x.shape[0])
             for u in updates.values():
                 u *= inv_b
+            self._check_finite((f"d{k}", u) for k, u in updates.items())
             applied = {f"d{k}": u.copy() for k, u in updates.items()}
             self.optimizer.step(self.params, updates)
             updates = applied
