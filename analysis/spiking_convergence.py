@@ -71,6 +71,7 @@ def sweep(windows, target="cython", hidden=(16, 16), x_dim=4, batch=4, steps=6, 
                     else:
                         upd_eps = max(upd_eps, rel)
         m.end_sequence()
+        m.close()
         row = {"T": T, **err, "upd_rel_e0": upd_e0, "upd_rel_eps": upd_eps,
                "bound": C_BOUND * m.options["tau_ref"] / T + B_BOUND,
                "seconds": time.perf_counter() - t0}
@@ -109,7 +110,7 @@ def figure(res, path):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--target", default="cython", choices=("numpy", "cython"))
+    ap.add_argument("--target", default="cython", choices=("numpy", "cython", "cpp_standalone"))
     ap.add_argument("--windows", type=float, nargs="+", default=[50, 100, 200, 400, 800])
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--dt", type=float, default=0.1, help="simulation step (ms)")
