@@ -105,13 +105,18 @@ def test_spike_events_in_run_file(tmp_path):
     from ptncn.spiking import SpikingPTNCN
     m = SpikingPTNCN(3, hidden=(4, 4), window_ms=20.0, target="numpy", record_spikes=True)
     rec = Recorder(tmp_path / "run.h5")
-    rec.add("spikes_z1", rows=[0]).add("z1", rows=[0])
+    rec.add("spikes_z1", rows=[0]).add("spikes_y2", rows=[0]).add("spikes_e1", rows=[0])
+    rec.add("z1", rows=[0])
     rec.start(m, batch=2)
-    m.reset(2)
-    for t in range(3):
-        m.step(np.ones((2, 3), np.float32))
-        rec.after_step(t, m)
-    m.end_sequence()
+    x = (np.random.default_rng(0).random((2, 5, 2, 3)) > 0.5).astype(np.float32)
+    step = 0
+    for seq in range(2):          # two sequences: the monitors are emptied between flushes
+        m.reset(2)
+        for t in range(5):
+            m.step(x[seq, t])
+            rec.after_step(step, m)
+            step += 1
+        m.end_sequence()
     rec.close()
     r = open_recording(tmp_path / "run.h5")
     try:
@@ -120,7 +125,17 @@ def test_spike_events_in_run_file(tmp_path):
         ts = units["Z1"]["spike_times"][:]
         ui = units["Z1"]["unit_index"][:]
         assert len(ts) == len(ui) > 0 and ui.max() < 4
-        assert r["spikes_z1"].shape == (3, 1, 4)
+        assert np.all(np.diff(ts) >= 0)
+        assert r["spikes_z1"].shape == (10, 1, 4)
+        # every spike once: the events add up to the decoded counts of batch row 0
+        for pop, trace in (("Z1", "spikes_z1"), ("Y2", "spikes_y2")):
+            per_unit = np.bincount(units[pop]["unit_index"][:], minlength=4)
+            np.testing.assert_array_equal(per_unit, r[trace][:, 0].sum(axis=0), err_msg=pop)
+        e = units["E1"]
+        net = np.zeros(4)
+        np.add.at(net, e["unit_index"][:], e["sign"][:])
+        np.testing.assert_array_equal(net, r["spikes_e1"][:, 0].sum(axis=0))
+        assert len(m._mons[0][1].i[:]) == 0          # drained: monitors do not grow
     finally:
         r.close()
     from ptncn.analysis import plot_run

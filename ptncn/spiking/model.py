@@ -203,7 +203,7 @@ class SpikingPTNCN(Learner):
                 sub = g[blk.start:blk.start + blk.units]          # batch row 0
                 mon = b2.SpikeMonitor(sub, variables=["v"] if blk.group == "err" else None,
                                       record=True, name=f"spk_{blk.name}")
-                self._mons.append((blk.name, mon, [0]))
+                self._mons.append((blk.name, mon))
                 objs.append(mon)
         self._vmon = None
         if o["record_membrane"]:
@@ -212,7 +212,6 @@ class SpikingPTNCN(Learner):
             z1, y1 = self._Z[0], self._Y[0]
             self._vmon = b2.StateMonitor(lifg, "v", record=np.concatenate(
                 [z1.start + units, y1.start + units]), name="vmon")
-            self._vseen = 0
             objs.append(self._vmon)
         op = b2.NetworkOperation(self._boundary, dt=(o["window_ms"] / 2) * b2.ms, when="start",
                                  name="window_boundary")
@@ -356,29 +355,28 @@ class SpikingPTNCN(Learner):
         return q, updates
 
     def _drain_monitors(self):
+        """Move what the monitors recorded since the last call into ``self._events`` and
+        empty the monitors (so their memory stays bounded over a long training)."""
         batch = []
         if self._vmon is not None:
-            n = len(self._vmon.t_)
-            if n > self._vseen:
-                t = np.asarray(self._vmon.t_[self._vseen:n]) * 1000.0
-                v = np.asarray(self._vmon.v[:, self._vseen:n], np.float32).T   # (time, units)
+            mon = self._vmon
+            if len(mon.t_):
+                t = np.asarray(mon.t_[:]) * 1000.0
+                v = np.asarray(mon.v[:, :], np.float32).T                 # (time, units)
                 batch.append(("membrane", None, t, v))
-                self._vseen = n
-        if not self._mons:
+                mon.resize(0)                         # also sets N = 0
+        for name, mon in self._mons:
+            i = np.asarray(mon.i[:])
+            if len(i):
+                t = np.asarray(mon.t_[:]) * 1000.0
+                sign = np.sign(np.asarray(mon.v[:])).astype(np.int8) \
+                    if name.startswith("E") else None
+                batch.append((name, i.astype(np.int32), t, sign))
+                mon.resize(0)
+                mon.variables["N"].set_value(0)
+        if batch:
             with self._events_lock:
                 self._events.extend(batch)
-            return
-        for name, mon, seen in self._mons:
-            i = np.asarray(mon.i[:])
-            n = len(i)
-            if n > seen[0]:
-                t = np.asarray(mon.t_[:])[seen[0]:n] * 1000.0
-                sign = np.sign(np.asarray(mon.v[:])[seen[0]:n]).astype(np.int8) \
-                    if name.startswith("E") else None
-                batch.append((name, i[seen[0]:n].astype(np.int32), t, sign))
-                seen[0] = n
-        with self._events_lock:
-            self._events.extend(batch)
 
     # -- the worker -------------------------------------------------------------------
     def _start_worker(self):
