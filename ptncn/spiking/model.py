@@ -18,10 +18,13 @@ Spike counters (``cnt`` / ``npos``, ``nneg``) are decoded as rates
 ``count * tau_ref / (T/2)`` (the units of ``lif_rate``); the LRA updates are the
 rate model's formulas applied to the decoded quantities (numpy, between halves).
 
-The whole run is one ``Network.run`` in a worker thread; a network operation at
-every half-window boundary exchanges the inputs and the predictions with
-:meth:`SpikingPTNCN.step` through two queues, so the step-wise learner interface
-costs no per-step code generation.
+Runtime targets (``numpy``, ``cython``): the whole run is one ``Network.run`` in a
+worker thread; a network operation at every half-window boundary exchanges the
+inputs and the predictions with :meth:`SpikingPTNCN.step` through two queues, so the
+step-wise learner interface costs no per-step code generation.  ``cpp_standalone``:
+the same network compiled once per shape and served half-window by half-window by
+one process (:mod:`ptncn.spiking.standalone`); ``step`` runs the same boundary code
+between the two halves, without a thread.
 """
 
 from __future__ import annotations
