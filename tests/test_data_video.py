@@ -6,7 +6,7 @@ import pytest
 from ptncn.data.bitrecall import BitRecall, bit_accuracy
 from ptncn.data.bouncing import (BouncingDigits, constant_bce, copy_last_frame_bce, corners,
                                  frame_metrics, glyph_pool, mean_frame_bce, notmnist_split,
-                                 reflect_step, render, trajectory)
+                                 reflect_step, render, shrink_glyphs, trajectory)
 from ptncn.data.files import DataError, find
 
 
@@ -152,6 +152,38 @@ def test_notmnist_split_disjoint_and_balanced(notmnist):
     assert np.array_equal(glyph_pool("notmnist", "test"), x[test])
     assert np.array_equal(glyph_pool("notmnist", "train"), x[train])
     assert np.array_equal(notmnist_split(x, y)[1], test)   # deterministic
+
+
+def test_shrink_glyphs_block_mean_by_hand():
+    g = np.zeros((1, 28, 28), np.uint8)
+    g[0, 0, 0] = 255                       # one lit pixel in the first 2x2 block
+    g[0, 2:4, 2:4] = 200                   # a full block
+    g[0, 4, 4:6] = 101                     # half a block: mean 50.5 -> 50 (round half even)
+    s = shrink_glyphs(g, 14)
+    assert s.shape == (1, 14, 14) and s.dtype == np.uint8
+    assert s[0, 0, 0] == 64 and s[0, 1, 1] == 200 and s[0, 2, 2] == 50
+    assert s.sum() == 64 + 200 + 50
+    assert shrink_glyphs(g, 28) is g
+    with pytest.raises(ValueError, match="divide 28"):
+        shrink_glyphs(g, 10)
+
+
+def test_small_glyphs_on_a_16x16_canvas(mnist):
+    task = BouncingDigits("mnist", "train", batch_size=4, canvas=16, digits=1, frames=8,
+                          speed=0.2, glyph=14)
+    assert task.x_dim == 256 and task.pool.shape[1:] == (14, 14)
+    assert task.identity()["glyph"] == 14
+    assert "glyph" not in BouncingDigits("mnist", canvas=32, digits=1).identity()
+    pos = task.trajectories(0)
+    c = corners(pos, 16, 14)
+    assert c.min() >= 0 and c.max() <= 2 and len(np.unique(c[..., 0])) > 1   # it moves
+    x = task.batch(0).x.reshape(8, 4, 16, 16)
+    glyphs = task.pool[task.glyph_indices(0)]
+    assert np.array_equal(x, render(glyphs, c, 16).astype(np.float32) / 255)
+    with pytest.raises(ValueError, match="glyph size"):
+        BouncingDigits("mnist", canvas=16, glyph=12)
+    with pytest.raises(ValueError, match="at least the glyph size"):
+        BouncingDigits("mnist", canvas=12, glyph=14)
 
 
 def test_bad_options():

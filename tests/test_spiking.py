@@ -90,7 +90,8 @@ def test_learner_interface_save_load_and_learning(tmp_path):
 @needs_brian2
 def test_harness_accepts_spiking_config():
     from ptncn.harness import load_config, make_learner
-    for name in ("spiking_bit_recall.toml", "spiking_bouncing_tiny.toml"):
+    for name in ("spiking_bit_recall.toml", "spiking_bouncing_tiny.toml",
+                 "spiking_bouncing_16.toml"):
         cfg = load_config(os.path.join(ROOT, "models", name))
         assert cfg["model"]["learner"] == "spiking_ptncn"
     cfg = load_config(os.path.join(ROOT, "models", "spiking_bit_recall.toml"),

@@ -16,6 +16,9 @@ description (written for this package, not taken from other code):
   every glyph lies wholly inside the canvas.  Glyphs overlap by a
   pixel-wise maximum (:func:`render`).  Pixels are uint8 / 255 in [0, 1];
   ``binarize=True`` maps them to 1 where > 0.5, else 0.
+* ``glyph`` < 28 (a divisor of 28) shrinks every glyph by averaging pixel blocks
+  (:func:`shrink_glyphs`; 14 halves it), for small canvases such as 16 x 16;
+  the corner rule then uses the glyph size instead of 28.
 
 Glyph pools (:func:`glyph_pool`):
 
@@ -133,21 +136,35 @@ def trajectory(start: np.ndarray, vel: np.ndarray, frames: int) -> np.ndarray:
     return out
 
 
-def corners(positions: np.ndarray, canvas: int) -> np.ndarray:
-    """Top-left pixel corners ``rint(position * (canvas - 28))`` as int64."""
-    return np.rint(positions * (canvas - GLYPH)).astype(np.int64)
+def shrink_glyphs(glyphs: np.ndarray, size: int) -> np.ndarray:
+    """(N, 28, 28) uint8 glyphs averaged over ``28 / size`` x ``28 / size`` pixel blocks
+    (rounded) to (N, size, size); ``size`` must divide 28 (28, 14, 7, 4, 2, 1)."""
+    size = int(size)
+    if size < 1 or GLYPH % size:
+        raise ValueError(f"glyph size must divide {GLYPH} (28, 14, 7, 4, 2, 1), not {size}")
+    if size == GLYPH:
+        return glyphs
+    f = GLYPH // size
+    blocks = glyphs.reshape(len(glyphs), size, f, size, f).astype(np.float32)
+    return np.rint(blocks.mean(axis=(2, 4))).astype(np.uint8)
+
+
+def corners(positions: np.ndarray, canvas: int, glyph: int = GLYPH) -> np.ndarray:
+    """Top-left pixel corners ``rint(position * (canvas - glyph))`` as int64."""
+    return np.rint(positions * (canvas - glyph)).astype(np.int64)
 
 
 def render(glyphs: np.ndarray, corner: np.ndarray, canvas: int) -> np.ndarray:
     """Paste glyphs onto black canvases with a pixel-wise max.
 
-    ``glyphs`` (B, D, 28, 28) uint8; ``corner`` (T, B, D, 2) int top-left
-    (row, column) pixels, each in [0, canvas - 28].  Returns (T, B, canvas,
+    ``glyphs`` (B, D, g, g) uint8 (g = 28 unless shrunk); ``corner`` (T, B, D, 2) int
+    top-left (row, column) pixels, each in [0, canvas - g].  Returns (T, B, canvas,
     canvas) uint8.
     """
     T, B, D, _ = corner.shape
-    if corner.min(initial=0) < 0 or corner.max(initial=0) > canvas - GLYPH:
-        raise ValueError("a glyph corner lies outside [0, canvas - 28]")
+    g = glyphs.shape[-1]
+    if corner.min(initial=0) < 0 or corner.max(initial=0) > canvas - g:
+        raise ValueError(f"a glyph corner lies outside [0, canvas - {g}]")
     out = np.zeros((T, B, canvas, canvas), np.uint8)
     cr = corner.tolist()
     for t in range(T):
@@ -155,7 +172,7 @@ def render(glyphs: np.ndarray, corner: np.ndarray, canvas: int) -> np.ndarray:
             frame = out[t, b]
             for d in range(D):
                 r, c = cr[t][b][d]
-                win = frame[r:r + GLYPH, c:c + GLYPH]
+                win = frame[r:r + g, c:c + g]
                 np.maximum(win, glyphs[b, d], out=win)
     return out
 
@@ -187,9 +204,12 @@ class BouncingDigits:
     def __init__(self, source: str = "mnist", split: str = "train", batch_size: int = 16,
                  seed: int = 0, canvas: int = 64, digits: int = 2, frames: int = 20,
                  speed: float = 0.1, binarize: bool = False, n_batches: int | None = None,
-                 data_dir: str | None = None):
-        if canvas < GLYPH:
-            raise ValueError(f"canvas must be at least {GLYPH} pixels, not {canvas}")
+                 data_dir: str | None = None, glyph: int = GLYPH):
+        if int(glyph) < 1 or GLYPH % int(glyph):
+            raise ValueError(f"glyph size must divide {GLYPH} (28, 14, 7, 4, 2, 1), not {glyph}")
+        if canvas < glyph:
+            raise ValueError(f"canvas must be at least the glyph size {glyph} pixels, "
+                             f"not {canvas}")
         if digits < 1 or frames < 2 or batch_size < 1:
             raise ValueError("BouncingDigits needs digits >= 1, frames >= 2, batch_size >= 1")
         if not 0.0 <= speed <= 1.0:
@@ -198,7 +218,9 @@ class BouncingDigits:
         self.batch_size, self.seed = int(batch_size), int(seed)
         self.canvas, self.digits, self.frames = int(canvas), int(digits), int(frames)
         self.speed, self.binarize = float(speed), bool(binarize)
-        self.pool = glyph_pool(source, split, data_dir)    # validates source/split
+        self.glyph = int(glyph)
+        self.pool = shrink_glyphs(glyph_pool(source, split, data_dir),    # validates
+                                  self.glyph)                             # source/split
         self.x_dim = self.canvas ** 2
         if n_batches is None:
             if split == "test":
@@ -231,7 +253,7 @@ class BouncingDigits:
 
     def batch(self, i: int) -> Batch:
         which, pos = self._draw(i)
-        frames = render(self.pool[which], corners(pos, self.canvas), self.canvas)
+        frames = render(self.pool[which], corners(pos, self.canvas, self.glyph), self.canvas)
         T, B = self.frames, self.batch_size
         if self.binarize:
             x = (frames > 127).astype(np.float32)          # uint8/255 > 0.5
@@ -247,7 +269,7 @@ class BouncingDigits:
         return Batch(x, mask, default_score(mask))
 
     def identity(self) -> dict:
-        return {"task": "bouncing_digits", "source": self.source, "split": self.split,
+        ident = {"task": "bouncing_digits", "source": self.source, "split": self.split,
                 "data_file": _SOURCE_FILE[self.source], "batch_size": self.batch_size,
                 "seed": self.seed, "canvas": self.canvas, "digits": self.digits,
                 "frames": self.frames, "speed": self.speed, "binarize": self.binarize,
@@ -255,6 +277,9 @@ class BouncingDigits:
                 "notmnist_split": (f"test = first {NOTMNIST_TEST_PER_CLASS} per class in file "
                                    "order; train = rest minus test duplicates")
                 if self.source == "notmnist" else None}
+        if self.glyph != GLYPH:             # (absent at 28: older run files stay comparable)
+            ident["glyph"] = self.glyph
+        return ident
 
 
 # ---------------------------------------------------------- trivial predictors
