@@ -155,3 +155,14 @@ def test_standalone_divergence_error_keeps_the_server():
     m.step(x)
     assert m._server is srv and m.state.t == 2
     m.close()
+
+
+def test_unusable_cached_build_names_the_directory(monkeypatch, tmp_path):
+    import json
+    from ptncn.spiking import standalone
+    d = tmp_path / "proj"
+    d.mkdir()
+    (d / "server.json").write_text(json.dumps({"n_lif": 4, "n_err": 1, "n_syn": 0}))
+    monkeypatch.setattr(standalone, "ensure_built", lambda spec, log=None: str(d))
+    with pytest.raises(standalone.StandaloneError, match="delete that directory"):
+        standalone.StandaloneServer({})

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -74,8 +75,10 @@ def spec_of(batch: int, sizes, options: dict) -> dict:
 def _key(spec: dict) -> str:
     from ._brian import import_brian2
     b2 = import_brian2()
+    # the binary is compiled with -march=native: key it to this machine as well
     blob = json.dumps({"spec": spec, "build": BUILD_VERSION, "brian2": b2.__version__,
-                       "python": sys.version_info[:2]}, sort_keys=True)
+                       "python": sys.version_info[:2], "machine": platform.machine(),
+                       "host": platform.node()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -189,11 +192,18 @@ class StandaloneServer:
         self.n_lif, self.n_err, self.n_syn = info["n_lif"], info["n_err"], info["n_syn"]
         self._results = tempfile.mkdtemp(prefix="ptncn-b2-results-")
         self._stderr = open(os.path.join(self._results, "stderr.txt"), "w+b")
-        self._proc = subprocess.Popen(
-            [os.path.join(self.directory, "main"), "--results_dir",
-             os.path.join(self._results, "")],
-            cwd=self.directory, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self._stderr, bufsize=0)
+        try:
+            self._proc = subprocess.Popen(
+                [os.path.join(self.directory, "main"), "--results_dir",
+                 os.path.join(self._results, "")],
+                cwd=self.directory, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=self._stderr, bufsize=0)
+        except OSError as exc:
+            self._proc = None
+            self.close()
+            raise StandaloneError(f"cannot start the cpp_standalone server in "
+                                  f"{self.directory} ({exc}); delete that directory to "
+                                  "rebuild it") from exc
         self._nbytes = 8 * (self.n_lif + 2 * self.n_err)
         self._buf = bytearray(self._nbytes)
 
