@@ -114,8 +114,8 @@ def test_standalone_refuses_recording_and_missing_toolchain(monkeypatch):
     from ptncn.spiking import SpikingPTNCN
     from ptncn.spiking import standalone
     if not _no_toolchain():
-        with pytest.raises(ValueError, match="record_spikes"):
-            SpikingPTNCN(3, hidden=4, target="cpp_standalone", record_spikes=True)
+        with pytest.raises(ValueError, match="record_membrane"):
+            SpikingPTNCN(3, hidden=4, target="cpp_standalone", record_membrane=[0])
     monkeypatch.setattr(standalone.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="make"):
         SpikingPTNCN(3, hidden=4, target="cpp_standalone")
@@ -166,3 +166,49 @@ def test_unusable_cached_build_names_the_directory(monkeypatch, tmp_path):
     monkeypatch.setattr(standalone, "ensure_built", lambda spec, log=None: str(d))
     with pytest.raises(standalone.StandaloneError, match="delete that directory"):
         standalone.StandaloneServer({})
+
+
+@needs_toolchain
+def test_standalone_spike_events_match_the_numpy_target(tmp_path):
+    """record_spikes on the server: the same events (unit, time, sign) as the numpy
+    target writes, and they add up to the decoded counts."""
+    from ptncn.record import Recorder, open_recording
+    from ptncn.spiking import SpikingPTNCN
+    x = (np.random.default_rng(4).random((4, 3, 4)) > 0.5).astype(np.float32)
+    files = {}
+    for target in ("numpy", "cpp_standalone"):
+        m = SpikingPTNCN(4, hidden=(7, 5), window_ms=20.0, target=target, seed=3,
+                         beta=0.5, wght_sd=0.3, err_wght_sd=0.3, record_spikes=True)
+        path = tmp_path / f"{target}.h5"
+        rec = Recorder(path)
+        rec.add("spikes_z1", rows=[0]).add("spikes_y2", rows=[0])
+        rec.start(m, batch=3)
+        m.reset(3)
+        for t in range(4):
+            m.step(x[t])
+            rec.after_step(t, m)
+        m.end_sequence()
+        rec.close()
+        m.close()
+        files[target] = path
+    a, b = open_recording(files["numpy"]), open_recording(files["cpp_standalone"])
+    try:
+        ua, ub = a.file["units"], b.file["units"]
+        assert set(ua) == set(ub) == {"Z1", "Y1", "E1", "Z2", "Y2"}
+        total = 0
+        for pop in ua:
+            ka = np.lexsort((ua[pop]["unit_index"][:], ua[pop]["spike_times"][:]))
+            kb = np.lexsort((ub[pop]["unit_index"][:], ub[pop]["spike_times"][:]))
+            np.testing.assert_array_equal(ua[pop]["unit_index"][:][ka],
+                                          ub[pop]["unit_index"][:][kb], err_msg=pop)
+            np.testing.assert_allclose(ua[pop]["spike_times"][:][ka],
+                                       ub[pop]["spike_times"][:][kb], atol=1e-6, err_msg=pop)
+            if pop == "E1":
+                np.testing.assert_array_equal(ua[pop]["sign"][:][ka], ub[pop]["sign"][:][kb])
+            total += len(ka)
+        assert total > 0
+        per_unit = np.bincount(ub["Z1"]["unit_index"][:], minlength=7)
+        np.testing.assert_array_equal(per_unit, b["spikes_z1"][:, 0].sum(axis=0))
+    finally:
+        a.close()
+        b.close()

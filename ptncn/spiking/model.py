@@ -85,10 +85,10 @@ class SpikingPTNCN(Learner):
             why = compiler_missing()
             if why:
                 raise RuntimeError(f"SpikingPTNCN: {why}; use target 'cython' or 'numpy'")
-            if record_spikes or list(record_membrane):
-                raise ValueError("SpikingPTNCN: record_spikes / record_membrane need a runtime "
-                                 "target ('cython' or 'numpy'); the cpp_standalone server "
-                                 "returns spike counts only")
+            if list(record_membrane):
+                raise ValueError("SpikingPTNCN: record_membrane needs a runtime target "
+                                 "('cython' or 'numpy'); the cpp_standalone server returns "
+                                 "spike counts and spike events only")
         self.options = dict(hidden=list(int(h) for h in hidden), out=acts.name_of(out),
                             beta=float(beta), alpha=float(alpha), gamma=float(gamma),
                             zeta=float(zeta), clip=float(clip), wght_sd=float(wght_sd),
@@ -301,6 +301,9 @@ class SpikingPTNCN(Learner):
             net_ev = (self._a(e, "npos") - self._a(e, "nneg")).reshape(B, sizes[l])
             q[f"spikes_e{l}"] = net_ev.astype(F32)
             q[f"e_raw{l}"] = (net_ev * (o["err_theta"] / half)).astype(F32)
+            # the error units rest in the Y half (a residue |v| >= err_theta would
+            # otherwise keep emitting events that no decoded quantity counts)
+            self._a(e, "v")[:] = 0.0
             q[f"mu{l}"] = q[f"z{l + 1}"] @ p[f"W{l + 1}"]
         q["x_mu"] = self.out_fn(q["z1"] @ p["W1"], self.rng)
         self._check_finite([(f"mu{l}", q[f"mu{l}"]) for l in range(1, cfg.L)]
@@ -498,8 +501,10 @@ class SpikingPTNCN(Learner):
         from .standalone import StandaloneError
         srv, a = self._server, self._arr
         try:
+            T = self.options["window_ms"]
             self._start_z()
             cnt, npos, nneg = srv.run_half(a[("lif", "I")], self._w_arr)
+            events = [(p, i, t + self._windows_run * T, sg) for p, i, t, sg in srv.events]
             a[("lif", "cnt")][:] = cnt
             a[("err", "npos")][:] = npos
             a[("err", "nneg")][:] = nneg
@@ -508,11 +513,17 @@ class SpikingPTNCN(Learner):
             self._msg = (x, m, learn)
             self._start_y()
             a[("lif", "cnt")][:] = srv.run_half(a[("lif", "I")])[0]
+            events += [(p, i, t + (self._windows_run + 0.5) * T, sg)
+                       for p, i, t, sg in srv.events]
         except StandaloneError:
             self._server = None          # the step had no effect; the next one restarts it
             self._net_batch = None
             raise
         self.quantities, self.updates = self._finish_step()
+        self._windows_run += 1
+        if events:
+            with self._events_lock:
+                self._events.extend(events)
         self.steps_taken += 1
         return x_mu
 

@@ -14,7 +14,9 @@ in a loop that, per half-window,
    from rest, as in the runtime targets);
 3. runs the Brian2-generated network for T/2;
 4. writes the spike counts of the LIF group (``n_lif``) and the pos / neg event
-   counts of the error units (``n_err`` each) to stdout as float64.
+   counts of the error units (``n_err`` each) to stdout as float64, then, with
+   ``record_spikes``, every spike of batch row 0 of each population (count, unit
+   indices, times, and for error units the sign), and empties those monitors.
 
 So the binary is compiled once per network shape (batch, sizes, window, dt, LIF and
 error-unit constants) and cached (``$PTNCN_BRIAN_CACHE`` or
@@ -42,7 +44,7 @@ import tempfile
 
 import numpy as np
 
-BUILD_VERSION = 2
+BUILD_VERSION = 3
 SPEC_KEYS = ("batch", "sizes", "window_ms", "dt_ms", "tau_m", "tau_ref", "err_theta")
 
 
@@ -69,6 +71,8 @@ def spec_of(batch: int, sizes, options: dict) -> dict:
     spec = {"batch": int(batch), "sizes": [int(s) for s in sizes]}
     for k in SPEC_KEYS[2:]:
         spec[k] = float(options[k])
+    if options.get("record_spikes"):
+        spec["record_spikes"] = True
     return spec
 
 
@@ -130,6 +134,7 @@ while (true) {{
     if (_p_cmd == 2) {{
         if ((int)fread(&{w}[0], sizeof(double), _p_nsyn, stdin) != _p_nsyn) break;
     }}
+    const double _p_t0 = {clock_t}[0];     // the network's time carries on across halves
     for (int _p_i = 0; _p_i < _p_nlif; _p_i++) {{
         {v}[_p_i] = 0.0; {cnt}[_p_i] = 0.0;
         {lastspike}[_p_i] = -10000.0; {not_refractory}[_p_i] = true;
@@ -143,10 +148,24 @@ _LOOP_END = """
     fwrite({cnt}, sizeof(double), _p_nlif, stdout);
     fwrite({npos}, sizeof(double), _p_nerr, stdout);
     fwrite({nneg}, sizeof(double), _p_nerr, stdout);
-    fflush(stdout);
+{monitors}    fflush(stdout);
 }}
 }}
 // --- ptncn: end ---
+"""
+
+# with monitors, after the counts: float64 start time of the half (s), then per spike
+# monitor: int32 n, n int32 indices, n float64 times (s from
+# the start of the half), [n float64 v for error units: the sign], then empty it
+_MONITOR_OUT = """    {{
+        int32_t _p_n = {N}[0];
+        fwrite(&_p_n, sizeof(int32_t), 1, stdout);
+        if (_p_n > 0) {{
+            fwrite(&{i}[0], sizeof(int32_t), _p_n, stdout);
+            fwrite(&{t}[0], sizeof(double), _p_n, stdout);
+{v_out}        }}
+        {i}.clear(); {t}.clear();{v_clear} {N}[0] = 0;
+    }}
 """
 
 
@@ -170,6 +189,30 @@ def _build_project(spec: dict, directory: str) -> None:
                   v=name(lv["v"]), cnt=name(lv["cnt"]), lastspike=name(lv["lastspike"]),
                   not_refractory=name(lv["not_refractory"]), ev=name(ev["v"]),
                   npos=name(ev["npos"]), nneg=name(ev["nneg"]), w=w)
+    mons = []
+    if spec.get("record_spikes"):
+        for blk in [*lay.Z, *lay.Y, *lay.E]:
+            g = lifg if blk.group == "lif" else errg
+            mon = b2.SpikeMonitor(g[blk.start:blk.start + blk.units],          # batch row 0
+                                  variables=["v"] if blk.group == "err" else None,
+                                  record=True, name=f"spk_{blk.name}")
+            net.add(mon)
+            mons.append((blk.name, mon))
+    out = []
+    for _, mon in mons:
+        mv = mon.variables
+        vec = {k: name(mv[k], access_data=False) for k in ("i", "t") + (("v",) if "v" in mv
+                                                                          else ())}
+        v = vec.get("v")
+        out.append(_MONITOR_OUT.format(
+            N=name(mv["N"]), i=vec["i"], t=vec["t"],
+            v_out=(f"            fwrite(&{v}[0], sizeof(double), _p_n, stdout);\n"
+                   if v else ""),
+            v_clear=f" {v}.clear();" if v else ""))
+    if out:
+        out.insert(0, "    fwrite(&_p_t0, sizeof(double), 1, stdout);\n")
+    fields["monitors"] = "".join(out)
+    fields["clock_t"] = name(lifg.clock.variables["t"])
     if syn is None:
         dev.insert_code("main", "std::vector<double> _p_nowt(1);")
     dev.insert_code("main", _LOOP_START.format(**fields))
@@ -178,6 +221,7 @@ def _build_project(spec: dict, directory: str) -> None:
     dev.build(directory=directory, compile=True, run=False)
     with open(os.path.join(directory, "server.json"), "w") as f:
         json.dump({"spec": spec, "n_lif": lay.n_lif, "n_err": lay.n_err, "n_syn": lay.n_syn,
+                   "monitors": [[n, "v" in m.variables] for n, m in mons],
                    "brian2": b2.__version__}, f)
 
 
@@ -190,6 +234,10 @@ class StandaloneServer:
         with open(os.path.join(self.directory, "server.json")) as f:
             info = json.load(f)
         self.n_lif, self.n_err, self.n_syn = info["n_lif"], info["n_err"], info["n_syn"]
+        self.monitors = [(n, bool(v)) for n, v in info.get("monitors", [])]
+        #: spike events of the last half-window: (population, unit index, time in ms from
+        #: the start of the half, sign or None), one entry per population with events
+        self.events: list = []
         self._results = tempfile.mkdtemp(prefix="ptncn-b2-results-")
         self._stderr = open(os.path.join(self._results, "stderr.txt"), "w+b")
         try:
@@ -205,7 +253,6 @@ class StandaloneServer:
                                   f"{self.directory} ({exc}); delete that directory to "
                                   "rebuild it") from exc
         self._nbytes = 8 * (self.n_lif + 2 * self.n_err)
-        self._buf = bytearray(self._nbytes)
 
     def _fail(self, what: str):
         self._stderr.seek(0)
@@ -233,15 +280,29 @@ class StandaloneServer:
             self._proc.stdin.write(b"".join(parts))
         except (BrokenPipeError, OSError):
             self._fail("stopped before its input was sent")
-        view, got = memoryview(self._buf), 0
-        while got < self._nbytes:
+        out = np.frombuffer(self._read(self._nbytes), np.float64).copy()
+        self.events = []
+        t0 = float(np.frombuffer(self._read(8), np.float64)[0]) if self.monitors else 0.0
+        for pop, signed in self.monitors:
+            n = int(np.frombuffer(self._read(4), np.int32)[0])
+            if n:
+                ii = np.frombuffer(self._read(4 * n), np.int32).copy()
+                t = (np.frombuffer(self._read(8 * n), np.float64) - t0) * 1000.0
+                sign = (np.sign(np.frombuffer(self._read(8 * n), np.float64)).astype(np.int8)
+                        if signed else None)
+                self.events.append((pop, ii, t, sign))
+        return (out[:self.n_lif], out[self.n_lif:self.n_lif + self.n_err],
+                out[self.n_lif + self.n_err:])
+
+    def _read(self, nbytes: int) -> bytes:
+        buf = bytearray(nbytes)
+        view, got = memoryview(buf), 0
+        while got < nbytes:
             n = self._proc.stdout.readinto(view[got:])
             if not n:
                 self._fail("stopped before answering")
             got += n
-        out = np.frombuffer(self._buf, np.float64).copy()
-        return (out[:self.n_lif], out[self.n_lif:self.n_lif + self.n_err],
-                out[self.n_lif + self.n_err:])
+        return bytes(buf)
 
     def close(self):
         p, self._proc = self._proc, None
