@@ -30,9 +30,9 @@ import time
 
 import numpy as np
 
-from ptncn import PTNCN
+from ptncn import PTNCN, harness
 from ptncn import activations as acts
-from ptncn.data.bitrecall import BitRecall, bit_accuracy
+from ptncn.data.bitrecall import BitRecall
 from ptncn.errors import DivergenceError
 
 #: defaults: the failing setup (models/spiking_bit_recall.toml with the rate twin)
@@ -63,18 +63,8 @@ def build(c, seed):
 
 
 def evaluate(model, task, n_batches):
-    """Bit accuracy on the recall steps (weights frozen), as harness.evaluate."""
-    hits = total = 0.0
-    for i in range(n_batches):
-        x, m, sc = task.batch(i)
-        model.reset(x.shape[1])
-        for t in range(x.shape[0]):
-            pred = model.step(x[t], m[t], learn=False)
-            k = float(sc[t].sum())
-            if k:
-                hits += bit_accuracy(pred[None], x[t][None], sc[t][None]) * k
-                total += k
-    return hits / total
+    """Bit accuracy on the recall steps (weights frozen): ``harness.evaluate``'s."""
+    return harness.evaluate(model, task, n_batches)["bit_accuracy"]
 
 
 def run(c, seed):
