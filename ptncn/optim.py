@@ -221,6 +221,20 @@ def make_optimizer(name: str = "sgd", **kwargs) -> Optimizer:
         raise ValueError(f"bad option for optimizer {name!r}: {exc}") from None
 
 
+def resolve_optimizer(optimizer, lr: float, momentum: float, weight_decay: float,
+                      max_norm: float, options: dict | None = None) -> Optimizer:
+    """A learner's ``optimizer`` argument as an Optimizer: an instance is used as is; a
+    name is built with the learner's lr / weight_decay / max_norm (and momentum for
+    "momentum" and "nesterov"), ``options`` overriding them."""
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    kw = dict(lr=lr, weight_decay=weight_decay, max_norm=max_norm)
+    if optimizer in ("momentum", "nesterov"):
+        kw["momentum"] = momentum
+    kw.update(options or {})
+    return make_optimizer(optimizer, **kw)
+
+
 def clip_grad_norm(grads: dict, max_norm: float) -> float:
     """Scale every array in ``grads`` in place so that their global L2 norm (over all of
     them together) is at most ``max_norm`` (``max_norm <= 0``: no clipping).  Returns the

@@ -41,7 +41,7 @@ from .fast import FactoredUpdates, FastEngine
 from .learner import (FORMAT_NAME, Learner, ParamDict, check_step_input, pack_params,
                       read_model_file, unpack_params,
                       write_model_file)
-from .optim import Optimizer, make_optimizer
+from .optim import Optimizer, make_optimizer, resolve_optimizer
 
 FORMAT_VERSION = 1
 F32 = np.float32
@@ -335,14 +335,8 @@ class PTNCN(Learner):
                           alpha=alpha, gamma=gamma, zeta=zeta, clip=clip, wght_sd=wght_sd,
                           err_wght_sd=err_wght_sd, K=K,
                           temporal_error_rule=temporal_error_rule, seed=seed)
-        if isinstance(optimizer, Optimizer):
-            opt = optimizer
-        else:
-            kw = dict(lr=lr, weight_decay=weight_decay, max_norm=max_norm)
-            if optimizer in ("momentum", "nesterov"):
-                kw["momentum"] = momentum
-            kw.update(optimizer_options or {})
-            opt = make_optimizer(optimizer, **kw)
+        opt = resolve_optimizer(optimizer, lr, momentum, weight_decay, max_norm,
+                                optimizer_options)
         self._setup(cfg, opt, engine)
 
     def _setup(self, cfg: PTNCNConfig, opt: Optimizer, engine: str = "fast") -> None:

@@ -392,3 +392,17 @@ def test_params_updated_in_place():
     SGD(lr=0.1).step(params, {"W": np.ones_like(W)})
     assert params["W"] is W
     close(W, fresh_params()["W"] - 0.1)
+
+
+def test_resolve_optimizer_by_name_or_instance():
+    from ptncn.optim import make_optimizer, resolve_optimizer
+    inst = make_optimizer("sgd", lr=0.5)
+    assert resolve_optimizer(inst, 0.1, 0.9, 0.0, 0.0) is inst
+    nest = resolve_optimizer("nesterov", 0.1, 0.8, 0.01, 2.0)
+    sd = nest.state_dict()["hyperparams"]
+    assert sd["lr"] == 0.1 and sd["momentum"] == 0.8 and sd["weight_decay"] == 0.01
+    sgd = resolve_optimizer("sgd", 0.1, 0.8, 0.0, 0.0, {"lr": 0.3})   # options win
+    assert sgd.state_dict()["hyperparams"]["lr"] == 0.3
+    assert "momentum" not in sgd.state_dict()["hyperparams"]
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        resolve_optimizer("lbfgs", 0.1, 0.9, 0.0, 0.0)

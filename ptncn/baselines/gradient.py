@@ -28,7 +28,7 @@ from ..errors import DivergenceError, ModelFileError
 from ..learner import (FORMAT_NAME, Learner, ParamDict, check_step_input, pack_params,
                        read_model_file, unpack_params,
                        write_model_file)
-from ..optim import Optimizer, clip_grad_norm, make_optimizer
+from ..optim import clip_grad_norm, make_optimizer, resolve_optimizer
 from . import rnn
 
 FORMAT_VERSION = 1
@@ -58,14 +58,8 @@ class GradientLearner(Learner):
         self.dtype = self.rnn_config.np_dtype
         self.rng = np.random.default_rng(self.seed)
         self.params = ParamDict(rnn.init_params(self.rnn_config, self.rng))
-        if isinstance(optimizer, Optimizer):
-            self.optimizer = optimizer
-        else:
-            kw = dict(lr=lr, weight_decay=weight_decay, max_norm=max_norm)
-            if optimizer in ("momentum", "nesterov"):
-                kw["momentum"] = momentum
-            kw.update(optimizer_options or {})
-            self.optimizer = make_optimizer(optimizer, **kw)
+        self.optimizer = resolve_optimizer(optimizer, lr, momentum, weight_decay, max_norm,
+                                           optimizer_options)
         self.h: np.ndarray | None = None
         self.t = 0                      # steps taken in the current sequences
         self.steps_taken = 0            # steps taken in all

@@ -42,7 +42,7 @@ from ..errors import DivergenceError, ModelFileError
 from ..learner import (FORMAT_NAME, Learner, ParamDict, check_step_input, pack_params,
                        read_model_file, unpack_params,
                        write_model_file)
-from ..optim import Optimizer, make_optimizer
+from ..optim import Optimizer, make_optimizer, resolve_optimizer
 from ..ptncn import PTNCNConfig, State, init_params, local_updates, preactivations
 from ._brian import import_brian2
 from .network import build_objects, network_layout
@@ -103,14 +103,8 @@ class SpikingPTNCN(Learner):
         if bad:
             raise ValueError(f"record_membrane: units {bad} outside layer 1 "
                              f"(0..{self.options['hidden'][0] - 1})")
-        if isinstance(optimizer, Optimizer):
-            opt = optimizer
-        else:
-            kw = dict(lr=lr, weight_decay=weight_decay, max_norm=max_norm)
-            if optimizer in ("momentum", "nesterov"):
-                kw["momentum"] = momentum
-            kw.update(optimizer_options or {})
-            opt = make_optimizer(optimizer, **kw)
+        opt = resolve_optimizer(optimizer, lr, momentum, weight_decay, max_norm,
+                                optimizer_options)
         self._setup(int(x_dim), out, opt)
 
     # -- construction -----------------------------------------------------------------
