@@ -309,7 +309,43 @@ def _first_nonfinite(arrays: dict[str, np.ndarray], names) -> str | None:
 # ---------------------------------------------------------------------------
 # the learner
 # ---------------------------------------------------------------------------
-class PTNCN(Learner):
+class LayeredQuantities:
+    """``quantity_shape`` and ``describe`` for learners whose recordable names are
+    ``x, x_mu, e0``, the parameters, ``d<param>`` and per-layer ``<base><l>`` quantities
+    with ``<base>`` a key of ``_MEANINGS`` (P-TNCN and the spiking P-TNCN).  Needs
+    ``params``, ``config`` (``x_dim``, ``sizes``), ``recordable`` and ``_MEANINGS``."""
+
+    _MEANINGS: dict = {}
+
+    def quantity_shape(self, name: str, batch: int) -> tuple[int, ...]:
+        if name in self.params:
+            return self.params[name].shape
+        if name.startswith("d") and name[1:] in self.params:
+            return self.params[name[1:]].shape
+        if name in ("x", "x_mu", "e0"):
+            return (batch, self.config.x_dim)
+        base = name.rstrip("0123456789")
+        if name in self.recordable and base in self._MEANINGS:
+            return (batch, self.config.sizes[int(name[len(base):])])
+        raise KeyError(f"unknown quantity {name!r}; recordable: {', '.join(self.recordable)}")
+
+    def describe(self, name: str) -> tuple[str, str]:
+        if name in self.params:
+            return (f"parameter {name} (see docs/model.md)", "weight")
+        if name.startswith("d") and name[1:] in self.params:
+            return (f"update direction applied to {name[1:]} at this step "
+                    "(clipped, divided by the batch size)", "weight / step")
+        if name in self._MEANINGS:
+            return self._MEANINGS[name]
+        base = name.rstrip("0123456789")
+        if base in self._MEANINGS and name != base:
+            l = int(name[len(base):])
+            text, unit = self._MEANINGS[base]
+            return (text.format(l=l, l1=l + 1), unit)
+        return (name, "a.u.")
+
+
+class PTNCN(LayeredQuantities, Learner):
     """A P-TNCN with its optimizer and the state of the current batch of sequences.
 
     Example::
@@ -403,31 +439,6 @@ class PTNCN(Learner):
         "y": ("corrected state (target) of layer {l}, phi(h{l} - beta d{l})", "activation"),
         "eps": ("temporal error units of layer {l}, (z{l} - y{l}) * m", "activation"),
     }
-
-    def quantity_shape(self, name: str, batch: int) -> tuple[int, ...]:
-        if name in self.params:
-            return self.params[name].shape
-        if name.startswith("d") and name[1:] in self.params:
-            return self.params[name[1:]].shape
-        if name in ("x", "x_mu", "e0"):
-            return (batch, self.config.x_dim)
-        base = name.rstrip("0123456789")
-        if name in self.recordable and base in self._MEANINGS:
-            return (batch, self.config.sizes[int(name[len(base):])])
-        raise KeyError(f"unknown quantity {name!r}; recordable: {', '.join(self.recordable)}")
-
-    def describe(self, name: str) -> tuple[str, str]:
-        if name in self.params:
-            return (f"parameter {name} (see docs/model.md)", "weight")
-        if name.startswith("d") and name[1:] in self.params:
-            return (f"update direction applied to {name[1:]} at this step "
-                    "(clipped, divided by the batch size)", "weight / step")
-        if name in self._MEANINGS:
-            return self._MEANINGS[name]
-        base = name.rstrip("0123456789")
-        l = int(name[len(base):])
-        text, unit = self._MEANINGS[base]
-        return (text.format(l=l, l1=l + 1), unit)
 
     def _check_input(self, x, mask):
         x, m = check_step_input(x, mask, self.config.x_dim,

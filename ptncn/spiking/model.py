@@ -43,7 +43,8 @@ from ..learner import (FORMAT_NAME, Learner, ParamDict, check_step_input, pack_p
                        read_model_file, unpack_params,
                        write_model_file)
 from ..optim import Optimizer, make_optimizer, resolve_optimizer
-from ..ptncn import PTNCNConfig, State, init_params, local_updates, preactivations
+from ..ptncn import (LayeredQuantities, PTNCNConfig, State, init_params, local_updates,
+                     preactivations)
 from ._brian import import_brian2
 from .network import build_objects, network_layout
 
@@ -54,7 +55,7 @@ _STOP = object()
 _WAIT_S = 3600.0
 
 
-class SpikingPTNCN(Learner):
+class SpikingPTNCN(LayeredQuantities, Learner):
     """The spiking P-TNCN (Brian2), behind the same learner interface as :class:`~ptncn.PTNCN`.
 
     Example::
@@ -534,19 +535,10 @@ class SpikingPTNCN(Learner):
         names += [f"d{k}" for k in self.params]
         return tuple(names)
 
-    def quantity_shape(self, name: str, batch: int) -> tuple[int, ...]:
-        if name in self.params:
-            return self.params[name].shape
-        if name.startswith("d") and name[1:] in self.params:
-            return self.params[name[1:]].shape
-        if name in ("x", "x_mu", "e0"):
-            return (batch, self.config.x_dim)
-        if name in self.recordable:
-            base = name.rstrip("0123456789")
-            return (batch, self.config.sizes[int(name[len(base):])])
-        raise KeyError(f"unknown quantity {name!r}; recordable: {', '.join(self.recordable)}")
-
     _MEANINGS = {
+        "x": ("input x_t (the target of the prediction x_mu)", "input units"),
+        "x_mu": ("prediction of x_t made before seeing it, out(z1 @ W1)", "output units"),
+        "e0": ("error units of the input layer, (x_mu - x) * m", "output units"),
         "spikes_z": ("spike count of Z{l} (free state) in the Z half-window", "spikes"),
         "spikes_y": ("spike count of Y{l} (corrected state) in the Y half-window", "spikes"),
         "spikes_e": ("signed event count (pos - neg) of error units e{l}", "events"),
@@ -560,24 +552,6 @@ class SpikingPTNCN(Learner):
         "d": ("perturbation of layer {l} from the decoded errors", "a.u."),
         "mu": ("top-down prediction of z{l} from the decoded z{l1}", "rate * tau_ref"),
     }
-
-    def describe(self, name: str) -> tuple[str, str]:
-        if name in self.params:
-            return (f"parameter {name} (see docs/model.md)", "weight")
-        if name.startswith("d") and name[1:] in self.params:
-            return (f"update direction applied to {name[1:]} at this step", "weight / step")
-        if name == "x":
-            return ("input x_t", "input units")
-        if name == "x_mu":
-            return ("prediction of x_t made before seeing it, out(z1 @ W1)", "output units")
-        if name == "e0":
-            return ("error units of the input layer, (x_mu - x) * m", "output units")
-        base = name.rstrip("0123456789")
-        if base in self._MEANINGS and name != base:
-            l = int(name[len(base):])
-            text, unit = self._MEANINGS[base]
-            return (text.format(l=l, l1=l + 1), unit)
-        return (name, "a.u.")
 
     # -- spike events into the run file ------------------------------------------------
     def create_event_datasets(self, h5file) -> None:
