@@ -23,12 +23,16 @@ make it fast (see docs/performance.md):
    * nesterov:  ``p += lr mu a_old;  a = mu a + G;  p -= lr (1 + mu) a``
                 (= TF's ``p -= lr (G + mu a_new)``; sgemm + 2 saxpy)
 
-   Other optimizers, weight decay and max-norm materialise ``G`` into a reused
-   buffer and call the generic optimizer (:mod:`ptncn.optim`).  The BLAS calls
-   go through :mod:`ptncn.blas` (NumPy's own OpenBLAS, one thread pool).
+   The optimizers own these fused updates (``Optimizer.step_factored``); other
+   optimizers, weight decay and max-norm materialise ``G`` into a reused buffer
+   and take the ordinary update (:mod:`ptncn.optim`).  The BLAS calls go through
+   :mod:`ptncn.blas` (NumPy's own OpenBLAS, one thread pool).
 
-The applied updates stay available by name (``dW1`` ...) as factored products,
-formed only when someone reads them.
+The engine owns the parameter storage (``params``: the paper's names, views into
+the blocks) and has the reference engine's interface (``preactivations``,
+``updates``, ``apply``; see :class:`ptncn.ptncn.ReferenceEngine`).  The applied
+updates stay available by name (``W1`` ...) as factored products, formed only
+when someone reads them.
 """
 
 from __future__ import annotations
@@ -55,23 +59,27 @@ class Block:
     ``parts`` lists (name, row_start, row_end) of the named parameters it holds.
     """
 
-    __slots__ = ("name", "array", "parts", "accum", "slot_views")
+    __slots__ = ("name", "array", "parts")
 
     def __init__(self, name, array, parts):
         self.name, self.array, self.parts = name, array, parts
-        self.accum = None
-        self.slot_views = ()
 
 
 class FactoredUpdates(Mapping):
-    """The last applied update directions, by name (``dW1``...), formed on demand.
+    """One step's update directions by parameter name (``W1``...), formed on demand.
 
     Each is ``left.T @ right`` restricted to the parameter's rows: exactly the
-    clipped, batch-divided direction the optimizer received.
+    clipped, batch-divided direction the optimizer receives.  ``blocks`` lists
+    ``(block, left, right)`` for :meth:`ptncn.optim.Optimizer.step_factored`;
+    ``norms`` the pre-clipping norms (for the divergence check).
     """
 
-    def __init__(self, factors: dict[str, tuple[np.ndarray, np.ndarray, int, int]]):
+    def __init__(self, blocks, factors: dict[str, tuple[np.ndarray, np.ndarray, int, int]],
+                 norms: dict[str, float]):
+        self.blocks = blocks
         self._f = factors
+        self.norms = norms
+        self.extra: dict = {}
         self._cache: dict[str, np.ndarray] = {}
 
     def __getitem__(self, key):
@@ -87,6 +95,11 @@ class FactoredUpdates(Mapping):
             return float(np.sqrt(np.vdot(a, a)))
         left, right, a, b = self._f[key]
         return float(np.sqrt(max(sq_norms(left, right, [(a, b)])[0], 0.0)))
+
+    def first_nonfinite(self) -> str | None:
+        """The factors are finite quantities times finite scales; only a norm (a sum of
+        squares) can still overflow."""
+        return next((name for name, nrm in self.norms.items() if not np.isfinite(nrm)), None)
 
     def __iter__(self):
         return iter(self._f)
@@ -108,7 +121,7 @@ def sq_norms(left: np.ndarray, right: np.ndarray, spans) -> list[float]:
 
 
 class FastEngine:
-    """Owns the parameter storage (stacked) and performs P-TNCN's fast step pieces.
+    """Owns the parameter storage (stacked) and performs P-TNCN's step pieces fast.
 
     Blocks (all updated by one rank-B product each):
     ``B_l = [M_l; V_l; U_l; W_{l+1}]`` (right factor eps_l; U only for l < L
@@ -123,14 +136,14 @@ class FastEngine:
         self.blocks: list[Block] = []
         self.layer_blocks: list[Block] = []
         self.n_in: list[int] = []          # rows of B_l multiplied by the layer input
-        self.views: dict[str, np.ndarray] = {}
+        self.params: dict[str, np.ndarray] = {}
 
         def make(name, parts, cols):
             arr = np.empty((sum(r for _, r in parts), cols), F32)
             spans, r0 = [], 0
             for pname, r in parts:
                 spans.append((pname, r0, r0 + r))
-                self.views[pname] = arr[r0:r0 + r]
+                self.params[pname] = arr[r0:r0 + r]
                 r0 += r
             blk = Block(name, arr, spans)
             self.blocks.append(blk)
@@ -147,8 +160,7 @@ class FastEngine:
         self.W1 = make("W1", [("W1", n[1])], n[0])
         self.E = [make(f"E{l}", [(f"E{l}", n[l - 1])], n[l]) for l in range(1, L + 1)]
         for name, v in init.items():
-            np.copyto(self.views[name], v)
-        self._gbuf = None
+            np.copyto(self.params[name], v)
 
     # -- forward ---------------------------------------------------------------
     def layer_input(self, state, l: int) -> np.ndarray:
@@ -179,13 +191,10 @@ class FastEngine:
         return hs, inputs
 
     # -- updates -----------------------------------------------------------------
-    def factors(self, state, q, inputs, batch: int):
-        """Left/right factors of every block's clipped, batch-divided update.
-
-        Returns ``[(block, left, right)]``, the per-name factor table for
-        :class:`FactoredUpdates`, and the pre-clipping Frobenius norm of every
-        update (empty when clipping is off).  Reuses (overwrites) ``inputs``.
-        """
+    def updates(self, state, q, inputs, batch: int) -> FactoredUpdates:
+        """Every block's clipped, batch-divided update as left/right factors, with the
+        pre-clipping Frobenius norm of every update (none when clipping is off).
+        Reuses (overwrites) ``inputs``, the layer inputs of :meth:`preactivations`."""
         cfg, L = self.cfg, self.cfg.L
         r, gamma, inv_b = cfg.clip, cfg.gamma, 1.0 / batch
         clipping = r > 0
@@ -204,7 +213,7 @@ class FastEngine:
         cW1 = norm_of(z1, e0, [(0, z1.shape[1])], ["W1"])[0] if clipping else 1.0
         left = z1 * F32(cW1 * inv_b)
         out.append((self.W1, left, e0))
-        table["dW1"] = (left, e0, 0, left.shape[1])
+        table["W1"] = (left, e0, 0, left.shape[1])
         # the layer blocks [M; V; U; W_{l+1}], right factor eps_l
         cW = {1: cW1}
         for l in range(1, L + 1):
@@ -217,7 +226,7 @@ class FastEngine:
             cs = norm_of(S, err[l], spans, names) if clipping else [1.0] * len(names)
             for name, (a, b), c in zip(names, spans, cs):
                 S[:, a:b] *= F32(c * inv_b)
-                table[f"d{name}"] = (S, err[l], a, b)
+                table[name] = (S, err[l], a, b)
                 if name[0] == "W":
                     cW[l + 1] = c
             out.append((blk, S, err[l]))
@@ -239,67 +248,10 @@ class FastEngine:
                 leftE = err[l - 1] * F32(gamma * cW[l] * cE * inv_b)
                 rightE = q[f"z{l}"]
             out.append((self.E[l - 1], leftE, rightE))
-            table[f"dE{l}"] = (leftE, rightE, 0, leftE.shape[1])
-        return out, table, norms
+            table[f"E{l}"] = (leftE, rightE, 0, leftE.shape[1])
+        return FactoredUpdates(out, table, norms)
 
-    # -- the fused optimizer -------------------------------------------------------
-    def bind_accumulators(self, optimizer) -> None:
-        """Give each block a stacked accumulator whose named views are the optimizer's slots."""
-        slots = optimizer.slots.setdefault("accum", {})
-        for blk in self.blocks:
-            acc = np.zeros_like(blk.array)
-            views = []
-            for name, a, b in blk.parts:
-                if name in slots and slots[name].shape == (b - a, acc.shape[1]):
-                    acc[a:b] = slots[name]
-                slots[name] = acc[a:b]
-                views.append(slots[name])
-            blk.accum, blk.slot_views = acc, tuple(views)
-
-    def _accumulators_bound(self, optimizer) -> bool:
-        slots = optimizer.slots.get("accum", {})
-        return all(blk.accum is not None and len(blk.slot_views) == len(blk.parts)
-                   and all(slots.get(name) is v for (name, _, _), v in
-                           zip(blk.parts, blk.slot_views))
-                   for blk in self.blocks)
-
-    def fusable(self, optimizer) -> bool:
-        return (optimizer.name in ("sgd", "momentum", "nesterov")
-                and optimizer.weight_decay == 0.0 and optimizer.max_norm == 0.0)
-
-    def apply(self, optimizer, factors) -> None:
-        """One optimizer step on every block, G = left.T @ right."""
-        if not self.fusable(optimizer):
-            self._apply_generic(optimizer, factors)
-            return
-        optimizer.t += 1
-        lr = float(optimizer.lr)
-        if optimizer.name != "sgd":
-            if not self._accumulators_bound(optimizer):
-                self.bind_accumulators(optimizer)
-            mu = float(optimizer.momentum)
-        gemm, axpy = self.blas.gemm, self.blas.axpy
-        for blk, left, right in factors:
-            p = blk.array
-            if optimizer.name == "sgd":                      # p -= lr G
-                gemm(-lr, left, True, right, False, 1.0, p)
-                continue
-            a = blk.accum
-            if optimizer.name == "nesterov":
-                axpy(lr * mu, a, p)                           # p += lr mu a_old
-                gemm(1.0, left, True, right, False, mu, a)    # a = mu a + G
-                axpy(-lr * (1.0 + mu), a, p)                  # p -= lr (1 + mu) a
-            else:                                             # momentum
-                gemm(1.0, left, True, right, False, mu, a)
-                axpy(-lr, a, p)
-
-    def _apply_generic(self, optimizer, factors) -> None:
-        size = max(blk.array.size for blk, _, _ in factors)
-        if self._gbuf is None or self._gbuf.size < size:
-            self._gbuf = np.empty(size, F32)
-        optimizer.t += 1
-        # one materialised block at a time keeps the scratch memory to one block
-        for blk, left, right in factors:
-            g = self._gbuf[:blk.array.size].reshape(blk.array.shape)
-            np.matmul(left.T, right, out=g)
-            optimizer.apply(self.views, {name: g[a:b] for name, a, b in blk.parts})
+    # -- applying ---------------------------------------------------------------------
+    def apply(self, optimizer, updates: FactoredUpdates) -> None:
+        """One optimizer step on every block (fused into the GEMMs where it can be)."""
+        optimizer.step_factored(updates.blocks, self.params, self.blas)

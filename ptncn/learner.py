@@ -1,54 +1,98 @@
-"""The one interface every learner implements (P-TNCN, its spiking twin, each baseline).
+"""The learner contract: one interface that P-TNCN, its spiking twin and every baseline
+implement, and the base class that implements everything around their equations.
 
-The simulation loop, the recorder, the metrics and the CLI only talk to this
-interface, so they never special-case a model:
+A learner is written as four small pieces (see docs/architecture.md)::
 
-* ``reset(batch)``          start new sequences for ``batch`` rows (state to zero)
-* ``step(x, mask, learn)``  advance one time step; returns the prediction made
-                            *before* seeing ``x`` (e.g. P-TNCN's ``x_mu``)
-* ``quantities``            the named per-step arrays of the last step
-* ``recordable``            every name ``quantity()`` accepts
-* ``quantity_shape(name, batch)``, ``describe(name)``  shapes and meanings, for recorders
-* ``params``                dict of named parameter arrays (assignable)
-* ``save(path)`` / ``load(path)``
-* ``end_sequence(learn)``   called after the last step of every batch of sequences
-                            (BPTT-style learners update here; others ignore it)
+    class MyLearner(Learner):
+        name = "my"                            # the registry key ([model] learner = "my")
+        Config = MyConfig                      # a LearnerConfig dataclass, x_dim and seed first
+        State = MyState                        # dataclass of what a sequence carries
+        def _build(self) -> dict               # parameter arrays (from self.config, self.rng)
+        def quantity_table(self) -> dict       # name -> Quantity(shape(batch), meaning, unit)
+        def init_state(self, batch) -> State   # the state at the start of a sequence
+        def _step(self, params, state, x, m, learn) -> (state, quantities, updates)
 
-Model files are ``.npz`` archives with a JSON ``__meta__`` record naming the
-format and the learner's class; :func:`write_model_file` / :func:`read_model_file`
-do the atomic write and the checked read, and :func:`load_learner` opens any
-learner's file by dispatching on the recorded class name (:data:`LEARNER_CLASSES`).
+``_step`` is pure: it reads ``params``, ``state`` and the input (and may draw from
+``self.rng`` and read ``self.config`` / ``self.extra``) and returns the next state, the
+step's named quantities and an :class:`Updates` (parameter name -> descent direction);
+it assigns nothing on the learner.  :meth:`Learner.step` does the rest, identically for
+every learner: validate the input -> ``_step`` -> check every quantity and update for
+NaN/inf (``DivergenceError``; nothing of the step is applied and the RNG is rewound) ->
+apply the updates with the optimizer (``_apply``) -> store state, quantities, updates.
+
+From the quantity table the base class derives the recordable names (the table, the
+parameters, ``d<param>`` for the updated parameters and ``norm_<name>`` for each of
+those), their shapes and meanings; the Recorder only asks for them.  One save/load
+template writes config, parameters, optimizer slots, RNG, the persistent arrays
+``extra`` and (for checkpoints) the carried state, encoded generically from the state
+dataclass.  :data:`REGISTRY` names every learner; :func:`load_learner` opens any
+learner's model file.
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import importlib
 import json
 import os
 import tempfile
 import zipfile
-from typing import Mapping
+from collections.abc import Mapping
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from .errors import FormatVersionError, ModelFileError
+from .errors import DivergenceError, FormatVersionError, ModelFileError
+from .optim import Optimizer, make_optimizer, resolve_optimizer
 
 FORMAT_NAME = "ptncn-model"
+FORMAT_VERSION = 2
+#: versions :meth:`Learner.load` reads (version 1: parameters and optimizer only)
+READABLE_VERSIONS = (1, 2)
 
-#: class name recorded in a model file -> (module, class) that reads it
-LEARNER_CLASSES = {
-    "PTNCN": ("ptncn.ptncn", "PTNCN"),
-    "RTRL": ("ptncn.baselines.rtrl", "RTRL"),
-    "UORO": ("ptncn.baselines.uoro", "UORO"),
-    "NoBackTrack": ("ptncn.baselines.nobacktrack", "NoBackTrack"),
-    "TBPTT": ("ptncn.baselines.bptt", "TBPTT"),
-    "BPTT": ("ptncn.baselines.bptt", "BPTT"),
-    "ESN": ("ptncn.baselines.esn", "ESN"),
-    "SpikingPTNCN": ("ptncn.spiking", "SpikingPTNCN"),
+#: ``[model] learner = name`` -> "module:Class" (imported on first use)
+REGISTRY: dict[str, str] = {
+    "ptncn": "ptncn.ptncn:PTNCN",
+    "rtrl": "ptncn.baselines.rtrl:RTRL",
+    "uoro": "ptncn.baselines.uoro:UORO",
+    "nobacktrack": "ptncn.baselines.nobacktrack:NoBackTrack",
+    "tbptt": "ptncn.baselines.bptt:TBPTT",
+    "bptt": "ptncn.baselines.bptt:BPTT",
+    "esn": "ptncn.baselines.esn:ESN",
+    "spiking_ptncn": "ptncn.spiking.model:SpikingPTNCN",
 }
 
 
+def register(name: str, target: str | type) -> None:
+    """Make a learner available as ``[model] learner = name`` (``target``: the class or
+    "module:Class").  Registering gives it the harness, recording, save/load and the
+    contract tests."""
+    if isinstance(target, type):
+        target = f"{target.__module__}:{target.__qualname__}"
+    REGISTRY[name] = target
+
+
+def learner_class(name: str):
+    """The learner class registered under ``name`` (a registry key, or the class name
+    recorded in a model file), imported lazily."""
+    spec = REGISTRY.get(name) or next(
+        (s for s in REGISTRY.values() if s.rsplit(":", 1)[1] == name), None)
+    if spec is None:
+        raise ModelFileError(f"unknown learner {name!r}; known: {', '.join(REGISTRY)}")
+    mod, cls = spec.split(":")
+    return getattr(importlib.import_module(mod), cls)
+
+
+def load_learner(path, **kw):
+    """Load any learner's model file (P-TNCN, a baseline, the spiking model)."""
+    meta, _ = read_model_file(path)
+    return learner_class(meta.get("learner") or meta.get("class", "PTNCN")).load(path, **kw)
+
+
+# ---------------------------------------------------------------------------
+# model files
+# ---------------------------------------------------------------------------
 def write_model_file(path, meta: dict, arrays: Mapping[str, np.ndarray]) -> None:
     """Write ``meta`` (JSON, must hold "format", "version", "class") and ``arrays`` to
     ``path`` (.npz), via a temporary file renamed over the target: an error never
@@ -68,11 +112,11 @@ def write_model_file(path, meta: dict, arrays: Mapping[str, np.ndarray]) -> None
         raise
 
 
-def read_model_file(path, version: int | None = None) -> tuple[dict, dict]:
+def read_model_file(path, versions=None) -> tuple[dict, dict]:
     """Read a file written by :func:`write_model_file`; returns ``(meta, arrays)``.
 
     Raises :class:`ModelFileError` for a foreign, truncated or corrupt file and
-    :class:`FormatVersionError` when ``version`` is given and differs.
+    :class:`FormatVersionError` when ``versions`` is given and the file's is not in it.
     """
     path = os.fspath(path)
     try:
@@ -83,10 +127,10 @@ def read_model_file(path, version: int | None = None) -> tuple[dict, dict]:
             if meta.get("format") != FORMAT_NAME:
                 raise ModelFileError(f"{path}: not a ptncn model file "
                                      f"(format {meta.get('format')!r})")
-            if version is not None and meta.get("version") != version:
+            if versions is not None and meta.get("version") not in versions:
                 raise FormatVersionError(
                     f"{path}: model file format version {meta.get('version')!r}, but this "
-                    f"ptncn reads version {version}")
+                    f"ptncn reads version(s) {', '.join(map(str, versions))}")
             arrays = {k: f[k] for k in f.files if k != "__meta__"}
     except (ModelFileError, FormatVersionError, FileNotFoundError):
         raise
@@ -96,6 +140,86 @@ def read_model_file(path, version: int | None = None) -> tuple[dict, dict]:
     return meta, arrays
 
 
+def pack_params(params: Mapping[str, np.ndarray], optimizer) -> dict[str, np.ndarray]:
+    """Model-file arrays of the parameters (``param/<name>``) and of the optimizer's
+    slots (``opt/<slot>/<name>``)."""
+    arrays = {f"param/{k}": v for k, v in params.items()}
+    if optimizer is not None:
+        for slot, d in optimizer.state_dict()["slots"].items():
+            for k, v in d.items():
+                arrays[f"opt/{slot}/{k}"] = v
+    return arrays
+
+
+def unpack_params(path, arrays: Mapping[str, np.ndarray], params, optimizer, t: int) -> None:
+    """Inverse of :func:`pack_params`: fill ``params`` and ``optimizer`` (step count ``t``)
+    from a model file's arrays; a missing parameter is a :class:`ModelFileError`.
+    Optimizer slots keep the parameters' dtype."""
+    for k in params:
+        key = f"param/{k}"
+        if key not in arrays:
+            raise ModelFileError(f"{os.fspath(path)}: parameter {k!r} missing")
+        params[k] = arrays[key]
+    if optimizer is None:
+        return
+    slots: dict[str, dict] = {}
+    for key, v in arrays.items():
+        if key.startswith("opt/"):
+            _, slot, name = key.split("/", 2)
+            slots.setdefault(slot, {})[name] = v
+    optimizer.load_state_dict({"t": t, "slots": slots})
+    for d in optimizer.slots.values():
+        for k in d:
+            if k in params:
+                d[k] = np.array(d[k], dtype=params[k].dtype)
+
+
+# ---------------------------------------------------------------------------
+# carried state <-> file, generically
+# ---------------------------------------------------------------------------
+def encode_tree(obj, prefix: str, arrays: dict) -> Any:
+    """A JSON description of ``obj`` (arrays, dataclasses, lists, dicts, scalars, None);
+    every array goes into ``arrays`` under a key starting with ``prefix``."""
+    if isinstance(obj, np.ndarray):
+        arrays[prefix] = obj
+        return {"@array": prefix}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {"@type": type(obj).__name__,
+                "fields": {f.name: encode_tree(getattr(obj, f.name), f"{prefix}/{f.name}",
+                                               arrays)
+                           for f in dataclasses.fields(obj)}}
+    if isinstance(obj, (list, tuple)):
+        return {"@list": [encode_tree(v, f"{prefix}/{i}", arrays) for i, v in enumerate(obj)]}
+    if isinstance(obj, dict):
+        return {"@dict": {str(k): encode_tree(v, f"{prefix}/{k}", arrays)
+                          for k, v in obj.items()}}
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return {"@value": obj}
+    raise TypeError(f"cannot store a {type(obj).__name__} in a model file ({prefix})")
+
+
+def decode_tree(tree, arrays: Mapping[str, np.ndarray], types: Mapping[str, type]):
+    """Inverse of :func:`encode_tree`; dataclasses are looked up by name in ``types``."""
+    if "@array" in tree:
+        return np.array(arrays[tree["@array"]])
+    if "@type" in tree:
+        cls = types.get(tree["@type"])
+        if cls is None:
+            raise ModelFileError(f"state type {tree['@type']!r} is not one of this "
+                                 f"learner's ({', '.join(types)})")
+        return cls(**{k: decode_tree(v, arrays, types) for k, v in tree["fields"].items()})
+    if "@list" in tree:
+        return [decode_tree(v, arrays, types) for v in tree["@list"]]
+    if "@dict" in tree:
+        return {k: decode_tree(v, arrays, types) for k, v in tree["@dict"].items()}
+    return tree["@value"]
+
+
+# ---------------------------------------------------------------------------
+# step input
+# ---------------------------------------------------------------------------
 def check_step_input(x, mask, x_dim: int, current_batch: int | None, dtype=np.float32):
     """Validate one step's input for any learner; returns ``(x, m)`` as contiguous
     ``dtype`` arrays, ``x`` (B, x_dim) and ``m`` (B, 1) of 0/1 (default: all ones).
@@ -130,53 +254,87 @@ def check_step_input(x, mask, x_dim: int, current_batch: int | None, dtype=np.fl
     return x, m
 
 
-def pack_params(params: Mapping[str, np.ndarray], optimizer) -> dict[str, np.ndarray]:
-    """Model-file arrays of the parameters (``param/<name>``) and of the optimizer's
-    slots (``opt/<slot>/<name>``)."""
-    arrays = {f"param/{k}": v for k, v in params.items()}
-    for slot, d in optimizer.state_dict()["slots"].items():
-        for k, v in d.items():
-            arrays[f"opt/{slot}/{k}"] = v
-    return arrays
+def first_nonfinite(arrays: Mapping[str, np.ndarray], names=None) -> str | None:
+    """The first name (in ``names`` order, default all) whose array holds NaN or inf."""
+    for name in (arrays if names is None else names):
+        a = arrays[name]
+        # the sum is a cheap screen; confirm element-wise (a sum can overflow)
+        if not np.isfinite(np.sum(a)) and not np.isfinite(a).all():
+            return name
+    return None
 
 
-def unpack_params(path, arrays: Mapping[str, np.ndarray], params, optimizer, t: int) -> None:
-    """Inverse of :func:`pack_params`: fill ``params`` and ``optimizer`` (step count ``t``)
-    from a model file's arrays; a missing parameter is a :class:`ModelFileError`."""
-    for k in params:
-        key = f"param/{k}"
-        if key not in arrays:
-            raise ModelFileError(f"{os.fspath(path)}: parameter {k!r} missing")
-        params[k] = arrays[key]
-    slots: dict[str, dict] = {}
-    for key, v in arrays.items():
-        if key.startswith("opt/"):
-            _, slot, name = key.split("/", 2)
-            slots.setdefault(slot, {})[name] = v
-    optimizer.load_state_dict({"t": t, "slots": slots})
+# ---------------------------------------------------------------------------
+# the pieces a learner declares
+# ---------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Quantity:
+    """A recordable per-step quantity: ``shape(batch)``, its meaning and its unit."""
+
+    shape: Callable[[int], tuple[int, ...]]
+    meaning: str
+    unit: str = "a.u."
 
 
-def learner_class(class_name: str):
-    """The learner class registered under ``class_name`` (imported lazily)."""
-    if class_name not in LEARNER_CLASSES:
-        raise ModelFileError(f"unknown learner class {class_name!r}; known: "
-                             f"{', '.join(LEARNER_CLASSES)}")
-    mod, cls = LEARNER_CLASSES[class_name]
-    return getattr(importlib.import_module(mod), cls)
+def rows(n: int) -> Callable[[int], tuple[int, ...]]:
+    """The shape function of a (batch, n) quantity."""
+    return lambda batch: (batch, n)
 
 
-def load_learner(path, **kw):
-    """Load any learner's model file (P-TNCN, a baseline, the spiking model)."""
-    meta, _ = read_model_file(path)
-    return learner_class(meta.get("class", "PTNCN")).load(path, **kw)
+class Updates(dict):
+    """One step's update directions, parameter name -> array (what the optimizer gets).
+
+    ``extra`` holds new values of the learner's persistent arrays (``Learner.extra``),
+    committed together with the update.  An empty ``Updates`` means no update.
+    """
+
+    def __init__(self, *args, extra: Mapping | None = None, **kw):
+        super().__init__(*args, **kw)
+        self.extra = dict(extra or {})
+
+    def norm(self, name: str) -> float:
+        a = self[name]
+        return float(np.sqrt(np.vdot(a, a)))
+
+    def first_nonfinite(self) -> str | None:
+        """Name of the first update (or extra array) holding NaN or inf."""
+        return first_nonfinite(self) or first_nonfinite(self.extra)
+
+    def scratch(self) -> dict[str, np.ndarray]:
+        """Copies the optimizer may overwrite (``Optimizer.step`` uses grads as scratch)."""
+        return {k: v.copy() for k, v in self.items()}
+
+
+class LearnerConfig:
+    """Mixin of every learner's config dataclass: dict round trip with checked keys.
+    ``label`` names the learner in error messages."""
+
+    label: ClassVar[str] = ""
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, d: Mapping):
+        known = cls.field_names()
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ValueError(f"unknown {cls.label or cls.__name__} config key(s) {unknown}; "
+                             f"known: {sorted(known)}")
+        return cls(**d)
 
 
 class ParamDict(dict):
-    """A dict of named float32 parameter arrays with fixed names and shapes.
+    """A dict of named float parameter arrays with fixed names and shapes.
 
     Assigning ``params["W1"] = a`` checks the name, the shape and finiteness and
-    copies ``a`` (cast to float32) into the parameter's storage, so a model
-    never aliases a caller's array.
+    copies ``a`` (cast to the parameter's dtype) into the parameter's storage, so a
+    model never aliases a caller's array.
     """
 
     def __init__(self, arrays: Mapping[str, np.ndarray]):
@@ -209,64 +367,300 @@ class ParamDict(dict):
         return {k: v.copy() for k, v in self.items()}
 
 
+# ---------------------------------------------------------------------------
+# the base class
+# ---------------------------------------------------------------------------
 class Learner(abc.ABC):
-    """Abstract base of every learner."""
+    """Base of every learner: the interface callers use, written once.
 
-    params: ParamDict
+    Attributes every learner has: ``config`` (its :class:`LearnerConfig` dataclass),
+    ``params`` (:class:`ParamDict`), ``optimizer`` (an :class:`~ptncn.optim.Optimizer`,
+    or None for learners that fit without one), ``state`` (the carried state of the
+    current sequences, None before the first ``reset``), ``quantities`` (the last
+    step's named arrays), ``updates`` (the last step's :class:`Updates`), ``extra``
+    (persistent learning arrays other than parameters and optimizer slots),
+    ``steps_taken``, ``rng`` (numpy Generator), ``extra_meta`` (caller's JSON stored
+    with a save, e.g. a checkpoint's position in the data).
+    """
+
+    #: registry key (``[model] learner = ...``)
+    name: ClassVar[str] = ""
+    #: the config dataclass (subclass of LearnerConfig; fields x_dim and seed)
+    Config: ClassVar[type]
+    #: the carried-state dataclass; ``state_types`` lists other dataclasses inside it
+    State: ClassVar[type]
+    state_types: ClassVar[tuple[type, ...]] = ()
+    #: optimizer used when the constructor gets none: {"optimizer", "lr", "momentum"};
+    #: None: the learner has no gradient optimizer (arguments accepted and ignored)
+    default_optimizer: ClassVar[dict | None] = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9}
+    #: the config key that switches off an error-correction phase (P-TNCN's beta), or None
+    correction_key: ClassVar[str | None] = None
+    #: where the parameters are documented (for ``describe``)
+    docs: ClassVar[str] = "docs/architecture.md"
+    #: the meaning of ``d<param>`` (``describe``)
+    update_meaning: ClassVar[str] = "update direction handed to the optimizer at this step"
+
+    def __init__(self, x_dim: int, *, optimizer=None, lr: float | None = None,
+                 momentum: float | None = None, weight_decay: float = 0.0,
+                 max_norm: float = 0.0, optimizer_options: dict | None = None, **options):
+        config = self.Config.from_dict({"x_dim": x_dim, **options})
+        self._init(config, self.make_optimizer(optimizer, lr, momentum, weight_decay,
+                                               max_norm, optimizer_options))
+
+    @classmethod
+    def make_optimizer(cls, optimizer=None, lr=None, momentum=None, weight_decay=0.0,
+                       max_norm=0.0, options=None) -> Optimizer | None:
+        d = cls.default_optimizer
+        if d is None:
+            return None
+        return resolve_optimizer(d["optimizer"] if optimizer is None else optimizer,
+                                 d["lr"] if lr is None else lr,
+                                 d.get("momentum", 0.9) if momentum is None else momentum,
+                                 weight_decay, max_norm, options)
+
+    def _init(self, config, optimizer) -> None:
+        self.config = config
+        self.optimizer = optimizer
+        self.rng = np.random.default_rng(config.seed)
+        self.extra: dict[str, np.ndarray] = {}
+        self.params = ParamDict(self._build())
+        self.state = None
+        self.batch: int | None = None
+        self.quantities: dict[str, np.ndarray] = {}
+        self.updates: Mapping[str, np.ndarray] = Updates()
+        self.steps_taken = 0
+        self.extra_meta: dict = {}
+        self._table = self.quantity_table()
+
+    # -- what a learner writes ---------------------------------------------------------
+    @abc.abstractmethod
+    def _build(self) -> Mapping[str, np.ndarray]:
+        """Set up from ``self.config`` (and ``self.rng``); return the parameter arrays
+        (their storage: ``params[name]`` are these arrays).  May fill ``self.extra``."""
 
     @abc.abstractmethod
-    def reset(self, batch: int) -> None:
-        """Start new sequences: zero the carried state for ``batch`` rows."""
+    def quantity_table(self) -> dict[str, Quantity]:
+        """The per-step quantities, in causal order (divergence is named by the first)."""
 
     @abc.abstractmethod
-    def step(self, x, mask=None, learn: bool = True) -> np.ndarray:
-        """Advance one time step and return the prediction of ``x``."""
-
-    @property
-    @abc.abstractmethod
-    def recordable(self) -> tuple[str, ...]:
-        """All names accepted by :meth:`quantity`."""
-
-    def quantity(self, name: str) -> np.ndarray:
-        """The named array of the last step: a per-step quantity (``self.quantities``),
-        a parameter, or ``d<param>``, the last applied update (``self.updates``; zeros
-        when the last step made none)."""
-        q = getattr(self, "quantities", None) or {}
-        if name in q:
-            return q[name]
-        if name in self.params:
-            return self.params[name]
-        if name in self.recordable and name.startswith("d") and name[1:] in self.params:
-            updates = getattr(self, "updates", None) or {}
-            if name in updates:
-                return updates[name]
-            return np.zeros_like(self.params[name[1:]])
-        if name in self.recordable:
-            raise KeyError(f"{name!r} has no value yet: take a step first")
-        raise KeyError(f"unknown quantity {name!r}; recordable: {', '.join(self.recordable)}")
+    def init_state(self, batch: int):
+        """The carried state at the start of ``batch`` new sequences."""
 
     @abc.abstractmethod
-    def quantity_shape(self, name: str, batch: int) -> tuple[int, ...]:
-        """Shape of ``quantity(name)`` for a batch of ``batch`` rows (known before stepping)."""
+    def _step(self, params, state, x: np.ndarray, m: np.ndarray, learn: bool):
+        """One time step, pure: returns ``(next state, quantities, Updates)``."""
 
-    def quantity_norm(self, name: str) -> float:
-        """Frobenius norm of ``quantity(name)`` (learners may compute it without forming it)."""
-        a = self.quantity(name)
-        return float(np.sqrt(np.vdot(a, a)))
-
-    def describe(self, name: str) -> tuple[str, str]:
-        """(meaning, units) of a recordable name, written into recordings."""
-        return (name, "a.u.")
+    def _apply(self, updates: Updates) -> None:
+        """Apply one step's updates to the parameters (default: one optimizer step)."""
+        self.optimizer.step(self.params, updates.scratch())
 
     def end_sequence(self, learn: bool = True) -> None:
         """Called after the last step of each batch of sequences (no-op by default;
         whole-sequence learners such as BPTT apply their update here)."""
 
-    @abc.abstractmethod
-    def save(self, path) -> None:
-        """Write the learner (config, params, optimizer state) to ``path``."""
+    @property
+    def trained_params(self) -> tuple[str, ...]:
+        """Parameters that learning changes (each has a recordable ``d<name>``)."""
+        return tuple(self.params)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float32)
+
+    @property
+    def prediction(self) -> str:
+        """The quantity ``step`` returns."""
+        return "x_mu"
+
+    # -- stepping ----------------------------------------------------------------------
+    def reset(self, batch: int) -> None:
+        """Start ``batch`` new sequences (the carried state from :meth:`init_state`)."""
+        if isinstance(batch, bool) or int(batch) != batch or batch < 1:
+            raise ValueError(f"batch must be a positive integer, got {batch!r}")
+        self.state = self.init_state(int(batch))
+        self.batch = int(batch)
+        self.quantities = {}
+        self.updates = Updates()
+
+    def step(self, x, mask=None, learn: bool = True) -> np.ndarray:
+        """Advance one time step; learn unless ``learn=False``; return the prediction of
+        ``x`` made before seeing it.  Bad input: ``ValueError``; NaN/inf anywhere in the
+        step: ``DivergenceError`` with parameters, state and RNG as before the step."""
+        x, m = check_step_input(x, mask, self.config.x_dim, self.batch, self.dtype)
+        if self.state is None:
+            self.reset(x.shape[0])
+        rng_state = self.rng.bit_generator.state
+        try:
+            state, q, updates = self._step(self.params, self.state, x, m, bool(learn))
+            bad = first_nonfinite(q, [k for k in self._table if k in q])
+            if bad is None and updates:
+                bad = updates.first_nonfinite()
+                bad = None if bad is None else f"d{bad}"
+            if bad is not None:
+                raise self.diverged(bad)
+        except DivergenceError:
+            self.rng.bit_generator.state = rng_state
+            raise
+        self.commit(updates)
+        self.state, self.quantities = state, q
+        self.steps_taken += 1
+        return q[self.prediction]
+
+    def commit(self, updates: Updates) -> None:
+        """Apply ``updates`` (already checked) and keep them as the last step's."""
+        if updates:
+            self._apply(updates)
+        self.extra.update(updates.extra)
+        self.updates = updates
+
+    def diverged(self, what: str, where: str | None = None) -> DivergenceError:
+        """The DivergenceError of the current step (``what``: the first non-finite name)."""
+        t = getattr(self.state, "t", None)
+        return DivergenceError(self.steps_taken, what,
+                               where or (f"t={t} of the sequence" if t is not None else ""))
+
+    # -- recordable names --------------------------------------------------------------
+    @property
+    def recordable(self) -> tuple[str, ...]:
+        """Every name :meth:`quantity` accepts: the quantity table, the parameters, the
+        updates ``d<param>`` and the Frobenius norm ``norm_<name>`` of each of those."""
+        base = [*self._table, *self.params, *(f"d{k}" for k in self.trained_params)]
+        return (*base, *(f"norm_{n}" for n in base))
+
+    def _kind(self, name: str) -> str:
+        if name in self._table:
+            return "quantity"
+        if name in self.params:
+            return "param"
+        if name.startswith("d") and name[1:] in self.trained_params:
+            return "update"
+        if name.startswith("norm_") and self._kind(name[5:]) != "unknown":
+            return "norm"
+        return "unknown"
+
+    def _unknown(self, name: str) -> KeyError:
+        return KeyError(f"unknown quantity {name!r}; recordable: {', '.join(self.recordable)}")
+
+    def quantity(self, name: str) -> np.ndarray:
+        """The named array of the last step: a per-step quantity, a parameter, ``d<param>``
+        (the last applied update; zeros when the last step made none) or ``norm_<name>``."""
+        kind = self._kind(name)
+        if kind == "quantity":
+            if name not in self.quantities:
+                raise KeyError(f"{name!r} has no value yet: take a step first")
+            return self.quantities[name]
+        if kind == "param":
+            return self.params[name]
+        if kind == "update":
+            u = self.updates.get(name[1:])
+            return np.zeros_like(self.params[name[1:]]) if u is None else u
+        if kind == "norm":
+            return np.float32(self.quantity_norm(name[5:]))
+        raise self._unknown(name)
+
+    def quantity_norm(self, name: str) -> float:
+        """Frobenius norm of ``quantity(name)`` (updates may compute it without forming it)."""
+        if self._kind(name) == "update" and name[1:] in self.updates:
+            return self.updates.norm(name[1:])
+        a = self.quantity(name)
+        return float(np.sqrt(np.vdot(a, a)))
+
+    def quantity_shape(self, name: str, batch: int) -> tuple[int, ...]:
+        """Shape of ``quantity(name)`` for ``batch`` rows (known before stepping)."""
+        kind = self._kind(name)
+        if kind == "quantity":
+            return tuple(self._table[name].shape(batch))
+        if kind == "param":
+            return self.params[name].shape
+        if kind == "update":
+            return self.params[name[1:]].shape
+        if kind == "norm":
+            return ()
+        raise self._unknown(name)
+
+    def param_meaning(self, name: str) -> str:
+        return f"parameter {name} (see {self.docs})"
+
+    def describe(self, name: str) -> tuple[str, str]:
+        """(meaning, unit) of a recordable name, written into recordings."""
+        kind = self._kind(name)
+        if kind == "quantity":
+            q = self._table[name]
+            return (q.meaning, q.unit)
+        if kind == "param":
+            return (self.param_meaning(name), "weight")
+        if kind == "update":
+            return (f"{self.update_meaning} for {name[1:]} (zero without an update)",
+                    "weight / step")
+        if kind == "norm":
+            inner, unit = self.describe(name[5:])
+            return (f"Frobenius norm of {name[5:]}: {inner}", unit)
+        raise self._unknown(name)
+
+    # -- persistence -------------------------------------------------------------------
+    def config_dict(self) -> dict:
+        """The config as JSON-able data (what the model file stores)."""
+        return self.config.to_dict()
+
+    def save(self, path, include_state: bool = False, extra_meta: dict | None = None) -> None:
+        """Write config, params, optimizer state, RNG and ``extra`` arrays to ``path`` (.npz).
+
+        ``include_state`` also stores the current sequences' carried state (a checkpoint
+        taken mid-sequence resumes bitwise); ``extra_meta`` is stored as JSON and comes
+        back as ``model.extra_meta``.  Written beside the target and renamed over it, so
+        an error never leaves a half-written file or destroys an earlier save.
+        """
+        opt = None if self.optimizer is None else self.optimizer.state_dict()
+        meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "class": type(self).__name__,
+                "learner": self.name, "config": self.config_dict(),
+                "optimizer": None if opt is None else opt["hyperparams"],
+                "optimizer_t": 0 if opt is None else opt["t"],
+                "steps_taken": self.steps_taken, "rng": self.rng.bit_generator.state}
+        if extra_meta:
+            meta["extra"] = extra_meta
+        arrays = pack_params(self.params, self.optimizer)
+        meta["extra_arrays"] = encode_tree(self.extra, "extra", arrays)
+        if include_state and self.state is not None:
+            meta["batch"] = self.batch
+            meta["state"] = encode_tree(self.state, "state", arrays)
+        write_model_file(path, meta, arrays)
 
     @classmethod
-    @abc.abstractmethod
-    def load(cls, path):
-        """Read a learner written by :meth:`save`."""
+    def config_from_file(cls, path, meta: dict, overrides: dict):
+        """The config of a model file with ``overrides`` applied (hook for older layouts)."""
+        return cls.Config.from_dict({**meta["config"], **overrides})
+
+    @classmethod
+    def load(cls, path, **overrides):
+        """Read a learner written by :meth:`save`; ``overrides`` change config entries."""
+        path = os.fspath(path)
+        meta, arrays = read_model_file(path, READABLE_VERSIONS)
+        if meta.get("class") != cls.__name__:
+            raise ModelFileError(f"{path}: holds a {meta.get('class')!r} model, not a "
+                                 f"{cls.__name__!r}; use ptncn.learner.load_learner")
+        config = cls.config_from_file(path, meta, overrides)
+        hp = meta.get("optimizer")
+        opt = None
+        if hp is not None and cls.default_optimizer is not None:
+            hp = dict(hp)
+            opt = make_optimizer(hp.pop("name"), **hp)
+        model = cls.__new__(cls)
+        model._init(config, opt)
+        unpack_params(path, arrays, model.params, opt, meta.get("optimizer_t", 0))
+        model.rng.bit_generator.state = meta["rng"]
+        model.steps_taken = int(meta["steps_taken"])
+        model.extra_meta = meta.get("extra", {})
+        types = {t.__name__: t for t in (cls.State, *cls.state_types)}
+        try:
+            if "extra_arrays" in meta:
+                model.extra.update(decode_tree(meta["extra_arrays"], arrays, types))
+            if "state" in meta:
+                model.state = decode_tree(meta["state"], arrays, types)
+                model.batch = int(meta["batch"])
+        except (KeyError, TypeError) as exc:
+            raise ModelFileError(f"{path}: carried state damaged ({exc!r})") from None
+        if meta.get("version") == 1 and "state_t" in meta:
+            raise ModelFileError(f"{path}: a checkpoint of an older ptncn (format version 1); "
+                                 "its parameters load with ptncn.load, its sequence state "
+                                 "cannot be resumed")
+        return model

@@ -63,6 +63,8 @@ class Optimizer:
         self.max_norm = float(max_norm)
         self.t = 0
         self.slots: dict[str, dict[str, np.ndarray]] = {s: {} for s in self.slot_names}
+        self._gbuf: np.ndarray | None = None              # scratch of step_factored
+        self._stacks: dict[tuple[str, str], np.ndarray] = {}   # stacked_slot storage
 
     # -- configuration -------------------------------------------------------
     def hyperparams(self) -> dict:
@@ -96,6 +98,47 @@ class Optimizer:
     def _update(self, key: str, p: np.ndarray, g: np.ndarray) -> None:  # pragma: no cover
         raise NotImplementedError
 
+    # -- factored steps (the fast P-TNCN engine) ---------------------------------
+    def step_factored(self, factors, views: dict, blas) -> None:
+        """One step whose direction for each block is ``G = left.T @ right``.
+
+        ``factors`` lists ``(block, left, right)``: ``block.array`` is a stacked
+        parameter array whose rows ``a:b`` hold the parameter ``name`` for each
+        ``(name, a, b)`` in ``block.parts`` (``views[name]`` is that slice).  The
+        base materialises one block's ``G`` at a time and applies the ordinary
+        update; optimizers whose update is a GEMM override :meth:`_fused`.
+        """
+        self.t += 1
+        if self.weight_decay == 0.0 and self.max_norm == 0.0 and self._fused(factors, blas):
+            return
+        size = max(blk.array.size for blk, _, _ in factors)
+        if self._gbuf is None or self._gbuf.size < size:
+            self._gbuf = np.empty(size, np.float32)
+        for blk, left, right in factors:
+            g = self._gbuf[:blk.array.size].reshape(blk.array.shape)
+            np.matmul(left.T, right, out=g)
+            self.apply(views, {name: g[a:b] for name, a, b in blk.parts})
+
+    def _fused(self, factors, blas) -> bool:
+        """Apply the factored step with BLAS calls only; False: not supported here."""
+        return False
+
+    def stacked_slot(self, slot: str, blk) -> np.ndarray:
+        """A slot stored stacked like ``blk.array``, whose rows are the per-parameter
+        slots ``slots[slot][name]`` (views; earlier values, e.g. loaded ones, kept)."""
+        d = self.slots.setdefault(slot, {})
+        acc = self._stacks.get((slot, blk.name))
+        if acc is not None and all(d.get(n) is not None and d[n].base is acc
+                                   for n, _, _ in blk.parts):
+            return acc
+        acc = np.zeros_like(blk.array)
+        for name, a, b in blk.parts:
+            if name in d and d[name].shape == (b - a, acc.shape[1]):
+                acc[a:b] = d[name]
+            d[name] = acc[a:b]
+        self._stacks[(slot, blk.name)] = acc
+        return acc
+
     # -- persistence -----------------------------------------------------------
     def state_dict(self) -> dict:
         return {"hyperparams": self.hyperparams(), "t": self.t,
@@ -109,6 +152,11 @@ class Optimizer:
 
 class SGD(Optimizer):
     name = "sgd"
+
+    def _fused(self, factors, blas):
+        for blk, left, right in factors:                    # p -= lr G
+            blas.gemm(-self.lr, left, True, right, False, 1.0, blk.array)
+        return True
 
     def _update(self, key, p, g):
         g *= np.float32(self.lr)
@@ -126,6 +174,13 @@ class Momentum(Optimizer):
     def hyperparams(self):
         return {**super().hyperparams(), "momentum": self.momentum}
 
+    def _fused(self, factors, blas):
+        for blk, left, right in factors:
+            a = self.stacked_slot("accum", blk)
+            blas.gemm(1.0, left, True, right, False, self.momentum, a)    # a = mu a + G
+            blas.axpy(-self.lr, a, blk.array)                              # p -= lr a
+        return True
+
     def _update(self, key, p, g):
         a = self._slot("accum", key, p)
         a *= np.float32(self.momentum)
@@ -138,6 +193,16 @@ class Nesterov(Momentum):
     """TensorFlow's Nesterov momentum: a = mu*a + g; p -= lr*(g + mu*a)."""
 
     name = "nesterov"
+
+    def _fused(self, factors, blas):
+        # p += lr mu a_old;  a = mu a + G;  p -= lr (1 + mu) a   (= p -= lr (G + mu a_new))
+        lr, mu = self.lr, self.momentum
+        for blk, left, right in factors:
+            a, p = self.stacked_slot("accum", blk), blk.array
+            blas.axpy(lr * mu, a, p)
+            blas.gemm(1.0, left, True, right, False, mu, a)
+            blas.axpy(-lr * (1.0 + mu), a, p)
+        return True
 
     def _update(self, key, p, g):
         a = self._slot("accum", key, p)

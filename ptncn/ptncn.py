@@ -31,30 +31,28 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from . import activations as acts
-from .errors import DivergenceError, ModelFileError
-from .fast import FactoredUpdates, FastEngine
-from .learner import (FORMAT_NAME, Learner, ParamDict, check_step_input, pack_params,
-                      read_model_file, unpack_params,
-                      write_model_file)
-from .optim import Optimizer, make_optimizer, resolve_optimizer
+from .fast import FastEngine
+from .learner import Learner, LearnerConfig, Quantity, Updates, rows
 
-FORMAT_VERSION = 1
 F32 = np.float32
+ENGINES = ("fast", "reference")
 
 
 # ---------------------------------------------------------------------------
 # configuration and state
 # ---------------------------------------------------------------------------
 @dataclass
-class PTNCNConfig:
+class PTNCNConfig(LearnerConfig):
     """Everything that defines a P-TNCN (the optimizer is configured separately).
 
-    ``hidden`` lists the latent layer sizes h_1..h_L (L = len(hidden)).
+    ``hidden`` lists the latent layer sizes h_1..h_L (L = len(hidden)); ``engine``
+    picks the backend that computes the step ("fast" or the readable "reference";
+    equal to 1e-6).
     """
 
     x_dim: int
@@ -71,6 +69,8 @@ class PTNCNConfig:
     K: int = 1
     temporal_error_rule: bool = False
     seed: int = 1234
+    engine: str = "fast"
+    label: ClassVar[str] = "P-TNCN"
 
     def __post_init__(self):
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -91,6 +91,8 @@ class PTNCNConfig:
             raise ValueError(f"zeta must be >= 0 (0 switches top-down control off), got {self.zeta}")
         acts.get_activation(self.act)
         acts.get_output(self.out)
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be 'fast' or 'reference', got {self.engine!r}")
 
     @property
     def L(self) -> int:
@@ -102,19 +104,10 @@ class PTNCNConfig:
         return (self.x_dim, *self.hidden)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
+        d = super().to_dict()
         d["act"] = acts.name_of(self.act)
         d["out"] = acts.name_of(self.out)
-        d["hidden"] = list(self.hidden)
         return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PTNCNConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown P-TNCN config key(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
 
 
 @dataclass
@@ -216,7 +209,7 @@ def _errors(x_mu, mus, states, x, m, L):
     return e
 
 
-def _perturbations(p, e, alpha, L):
+def perturbations(p, e, alpha, L):
     """d_1..d_L from the error units e_0..e_{L-1}."""
     d = []
     for l in range(1, L + 1):
@@ -228,26 +221,22 @@ def _perturbations(p, e, alpha, L):
 
 
 def forward(p: dict, state: State, x: np.ndarray, m: np.ndarray, cfg: PTNCNConfig,
-            phi, out_fn, rng, hs: list | None = None, tick=None) -> dict[str, np.ndarray]:
+            phi, out_fn, rng, hs: list | None = None) -> dict[str, np.ndarray]:
     """One inference step: every per-step quantity, by name.  Pure (no mutation).
 
-    ``hs`` may pass in precomputed pre-activations (the fast engine's); ``tick``,
-    if given, is called with "forward" after the predictions and "targets" at the
-    end (used by benchmarks/throughput.py for its per-phase breakdown).
+    ``hs`` may pass in precomputed pre-activations (an engine's).
     """
     L = cfg.L
     if hs is None:
         hs = preactivations(p, state, cfg)
     zs = [phi(h, rng) for h in hs[::-1]][::-1]          # drawn top-down, as the reference
     x_mu, mus = _predictions(p, zs, out_fn, rng, L)
-    if tick is not None:
-        tick("forward")
     e = _errors(x_mu, mus, zs, x, m, L)
-    d = _perturbations(p, e, cfg.alpha, L)
+    d = perturbations(p, e, cfg.alpha, L)
     ys = [phi(hs[l] - F32(cfg.beta) * d[l], rng) for l in reversed(range(L))][::-1]
     for _ in range(cfg.K - 1):   # K > 1: re-evaluate the error units at the corrected states
         xk, musk = _predictions(p, ys, out_fn, rng, L)
-        d = _perturbations(p, _errors(xk, musk, ys, x, m, L), cfg.alpha, L)
+        d = perturbations(p, _errors(xk, musk, ys, x, m, L), cfg.alpha, L)
         ys = [phi(hs[l] - F32(cfg.beta) * d[l], rng) for l in reversed(range(L))][::-1]
     q = {"x": x, "x_mu": x_mu, "e0": e[0]}
     for l in range(1, L + 1):
@@ -259,8 +248,6 @@ def forward(p: dict, state: State, x: np.ndarray, m: np.ndarray, cfg: PTNCNConfi
         if l < L:
             q[f"mu{l}"] = mus[l - 1]
             q[f"e{l}"] = e[l]
-    if tick is not None:
-        tick("targets")
     return q
 
 
@@ -297,55 +284,82 @@ def local_updates(p: dict, state: State, q: dict, cfg: PTNCNConfig) -> dict[str,
     return d
 
 
-def _first_nonfinite(arrays: dict[str, np.ndarray], names) -> str | None:
-    for name in names:
-        a = arrays[name]
-        # the sum is a cheap screen; confirm element-wise (a sum can overflow)
-        if not np.isfinite(a.sum()) and not np.isfinite(a).all():
-            return name
-    return None
+def carry(state: State, x: np.ndarray, q: dict) -> State:
+    """The next step's state: x_prev = x, s_l = y_l, eps_prev_l = eps_l."""
+    L = len(state.s)
+    return State(x, [q[f"y{l}"] for l in range(1, L + 1)],
+                 [q[f"eps{l}"] for l in range(1, L + 1)], state.t + 1)
+
+
+class ReferenceEngine:
+    """The readable engine: the functions above, one parameter array per name.
+
+    Interface shared with :class:`ptncn.fast.FastEngine` (interchangeable; equal to
+    1e-6): ``params`` (the storage, by name), ``preactivations(state) -> (hs, ctx)``,
+    ``updates(state, q, ctx, batch) -> Updates`` (clipped, divided by the batch size)
+    and ``apply(optimizer, updates)``.
+    """
+
+    def __init__(self, cfg: PTNCNConfig, init: dict[str, np.ndarray]):
+        self.cfg = cfg
+        self.params = {k: np.array(v, F32) for k, v in init.items()}
+
+    def preactivations(self, state: State):
+        return preactivations(self.params, state, self.cfg), None
+
+    def updates(self, state: State, q: dict, ctx, batch: int) -> Updates:
+        u = local_updates(self.params, state, q, self.cfg)
+        inv_b = F32(1.0 / batch)
+        for a in u.values():
+            a *= inv_b
+        return Updates(u)
+
+    def apply(self, optimizer, updates: Updates) -> None:
+        optimizer.step(self.params, updates.scratch())
 
 
 # ---------------------------------------------------------------------------
 # the learner
 # ---------------------------------------------------------------------------
-class LayeredQuantities:
-    """``quantity_shape`` and ``describe`` for learners whose recordable names are
-    ``x, x_mu, e0``, the parameters, ``d<param>`` and per-layer ``<base><l>`` quantities
-    with ``<base>`` a key of ``_MEANINGS`` (P-TNCN and the spiking P-TNCN).  Needs
-    ``params``, ``config`` (``x_dim``, ``sizes``), ``recordable`` and ``_MEANINGS``."""
+def layered_table(sizes: Sequence[int], meanings: dict, order: Sequence[tuple[str, str]]
+                  ) -> dict[str, Quantity]:
+    """A quantity table for layered models (P-TNCN and the spiking P-TNCN).
 
-    _MEANINGS: dict = {}
-
-    def quantity_shape(self, name: str, batch: int) -> tuple[int, ...]:
-        if name in self.params:
-            return self.params[name].shape
-        if name.startswith("d") and name[1:] in self.params:
-            return self.params[name[1:]].shape
-        if name in ("x", "x_mu", "e0"):
-            return (batch, self.config.x_dim)
-        base = name.rstrip("0123456789")
-        if name in self.recordable and base in self._MEANINGS:
-            return (batch, self.config.sizes[int(name[len(base):])])
-        raise KeyError(f"unknown quantity {name!r}; recordable: {', '.join(self.recordable)}")
-
-    def describe(self, name: str) -> tuple[str, str]:
-        if name in self.params:
-            return (f"parameter {name} (see docs/model.md)", "weight")
-        if name.startswith("d") and name[1:] in self.params:
-            return (f"update direction applied to {name[1:]} at this step "
-                    "(clipped, divided by the batch size)", "weight / step")
-        if name in self._MEANINGS:
-            return self._MEANINGS[name]
-        base = name.rstrip("0123456789")
-        if base in self._MEANINGS and name != base:
-            l = int(name[len(base):])
-            text, unit = self._MEANINGS[base]
-            return (text.format(l=l, l1=l + 1), unit)
-        return (name, "a.u.")
+    ``order`` lists ``(base, which)`` in causal order: ``which`` is "input" (one
+    quantity named ``base`` of x_dim units), "all" (``base1..baseL``) or "below"
+    (``base1..base{L-1}``); ``meanings[base]`` is ``(text, unit)`` with ``{l}`` and
+    ``{l1}`` (= l + 1) filled in.
+    """
+    L = len(sizes) - 1
+    table = {}
+    for base, which in order:
+        text, unit = meanings[base]
+        if which == "input":
+            table[base] = Quantity(rows(sizes[0]), text, unit)
+            continue
+        for l in range(1, L + 1 if which == "all" else L):
+            table[f"{base}{l}"] = Quantity(rows(sizes[l]), text.format(l=l, l1=l + 1), unit)
+    return table
 
 
-class PTNCN(LayeredQuantities, Learner):
+MEANINGS = {
+    "x": ("input x_t (the target of the prediction x_mu)", "input units"),
+    "x_mu": ("prediction of x_t made before seeing it, out(z1 @ W1)", "output units"),
+    "e0": ("error units of the input layer, (x_mu - x) * m", "output units"),
+    "h": ("pre-activation of layer {l}", "a.u."),
+    "z": ("free-running state of layer {l}, phi(h{l})", "activation"),
+    "mu": ("top-down prediction of z{l}, z{l1} @ W{l1}", "activation"),
+    "e": ("error units of layer {l}, (mu{l} - z{l}) * m", "activation"),
+    "d": ("perturbation of layer {l} from the errors below/at it", "a.u."),
+    "y": ("corrected state (target) of layer {l}, phi(h{l} - beta d{l})", "activation"),
+    "eps": ("temporal error units of layer {l}, (z{l} - y{l}) * m", "activation"),
+}
+#: P-TNCN's quantities in causal order (a divergence is named by the first non-finite)
+ORDER = (("x", "input"), ("h", "all"), ("z", "all"), ("mu", "below"), ("x_mu", "input"),
+         ("e0", "input"), ("e", "below"), ("d", "all"), ("y", "all"), ("eps", "all"))
+
+
+class PTNCN(Learner):
     """A P-TNCN with its optimizer and the state of the current batch of sequences.
 
     Example::
@@ -355,223 +369,67 @@ class PTNCN(LayeredQuantities, Learner):
         for x_t, m_t in sequence:          # x_t: (8, 49), m_t: (8, 1) of 0/1
             x_mu = model.step(x_t, m_t)    # learns online (learn=False to freeze)
             z1 = model.quantity("z1")      # or model.quantities["z1"]
+
+    ``hidden`` is a list of layer sizes, or one size repeated ``layers`` times; the
+    other keywords are :class:`PTNCNConfig`'s and the optimizer's (``optimizer``,
+    ``lr``, ``momentum``, ``weight_decay``, ``max_norm``, ``optimizer_options``;
+    default the published Nesterov, lr 0.075, momentum 0.95).
     """
 
+    name = "ptncn"
+    Config = PTNCNConfig
+    State = State
+    default_optimizer = {"optimizer": "nesterov", "lr": 0.075, "momentum": 0.95}
+    correction_key = "beta"
+    docs = "docs/model.md"
+    update_meaning = "update direction applied at this step (clipped, divided by the batch size)"
+
     def __init__(self, x_dim: int, hidden: int | Sequence[int] = 1000, *, layers: int = 2,
-                 act="tanh", out="softmax", beta: float = 0.1, alpha: float = 0.001,
-                 gamma: float = 1.0, zeta: float = 1.0, clip: float = 1.0,
-                 wght_sd: float = 0.05, err_wght_sd: float = 0.05, K: int = 1,
-                 temporal_error_rule: bool = False, seed: int = 1234,
-                 optimizer: str | Optimizer = "nesterov", lr: float = 0.075,
-                 momentum: float = 0.95, weight_decay: float = 0.0, max_norm: float = 0.0,
-                 optimizer_options: dict | None = None, engine: str = "fast"):
+                 **options):
         if isinstance(hidden, (int, np.integer)):
             hidden = (int(hidden),) * int(layers)
-        cfg = PTNCNConfig(x_dim=x_dim, hidden=tuple(hidden), act=act, out=out, beta=beta,
-                          alpha=alpha, gamma=gamma, zeta=zeta, clip=clip, wght_sd=wght_sd,
-                          err_wght_sd=err_wght_sd, K=K,
-                          temporal_error_rule=temporal_error_rule, seed=seed)
-        opt = resolve_optimizer(optimizer, lr, momentum, weight_decay, max_norm,
-                                optimizer_options)
-        self._setup(cfg, opt, engine)
+        super().__init__(x_dim, hidden=tuple(hidden), **options)
 
-    def _setup(self, cfg: PTNCNConfig, opt: Optimizer, engine: str = "fast") -> None:
-        if engine not in ("fast", "reference"):
-            raise ValueError(f"engine must be 'fast' or 'reference', got {engine!r}")
-        self.config = cfg
-        self.engine = engine
-        self.rng = np.random.default_rng(cfg.seed)
+    def _build(self):
+        cfg = self.config
         self.phi = acts.get_activation(cfg.act)
         self.out_fn = acts.get_output(cfg.out)
         init = init_params(cfg, self.rng)
-        # parameters live in the fast engine's stacked storage; params[...] are views
-        self._fast = FastEngine(cfg, init)
-        self.params = ParamDict({k: self._fast.views[k] for k in init})
-        self.optimizer = opt
-        self.state: State | None = None
-        self.quantities: dict[str, np.ndarray] = {}
-        self.updates: dict[str, np.ndarray] = {}
-        self.steps_taken = 0
-        self.extra_meta: dict = {}
-        self.tick = None        # optional phase callback (benchmarks): tick(phase_name)
-        L = cfg.L
-        # causal order, so a DivergenceError names where the non-finite value first appears
-        self._check_order = ([f"h{l}" for l in range(1, L + 1)] + [f"z{l}" for l in range(1, L + 1)]
-                             + [f"mu{l}" for l in range(1, L)] + ["x_mu", "e0"]
-                             + [f"e{l}" for l in range(1, L)] + [f"d{l}" for l in range(1, L + 1)]
-                             + [f"y{l}" for l in range(1, L + 1)]
-                             + [f"eps{l}" for l in range(1, L + 1)])
+        self.engine = (FastEngine if cfg.engine == "fast" else ReferenceEngine)(cfg, init)
+        return self.engine.params
 
-    # -- learner interface -------------------------------------------------------
-    def reset(self, batch: int) -> None:
-        if int(batch) != batch or batch < 1:
-            raise ValueError(f"batch must be a positive integer, got {batch!r}")
-        self.state = State.zeros(int(batch), self.config.sizes)
-        self.quantities = {}
-        self.updates = {}
+    def quantity_table(self):
+        return layered_table(self.config.sizes, MEANINGS, ORDER)
 
-    @property
-    def recordable(self) -> tuple[str, ...]:
-        L = self.config.L
-        names = ["x", "x_mu", "e0"]
-        for l in range(1, L + 1):
-            names += [f"h{l}", f"z{l}", f"d{l}", f"y{l}", f"eps{l}"]
-            if l < L:
-                names += [f"mu{l}", f"e{l}"]
-        names += list(self.params)
-        names += [f"d{k}" for k in self.params]  # the last applied update directions
-        return tuple(names)
+    def init_state(self, batch: int) -> State:
+        return State.zeros(batch, self.config.sizes)
 
-    def quantity_norm(self, name: str) -> float:
-        if isinstance(self.updates, FactoredUpdates) and name in self.updates:
-            return self.updates.norm(name)
-        return super().quantity_norm(name)
+    def _step(self, params, state, x, m, learn):
+        hs, ctx = self.engine.preactivations(state)
+        q = forward(params, state, x, m, self.config, self.phi, self.out_fn, self.rng, hs)
+        updates = Updates()
+        if learn and state.t > 0:
+            updates = self.engine.updates(state, q, ctx, x.shape[0])
+        return carry(state, x, q), q, updates
 
-    _MEANINGS = {
-        "x": ("input x_t (the target of the prediction x_mu)", "input units"),
-        "x_mu": ("prediction of x_t made before seeing it, out(z1 @ W1)", "output units"),
-        "e0": ("error units of the input layer, (x_mu - x) * m", "output units"),
-        "h": ("pre-activation of layer {l}", "a.u."),
-        "z": ("free-running state of layer {l}, phi(h{l})", "activation"),
-        "mu": ("top-down prediction of z{l}, z{l1} @ W{l1}", "activation"),
-        "e": ("error units of layer {l}, (mu{l} - z{l}) * m", "activation"),
-        "d": ("perturbation of layer {l} from the errors below/at it", "a.u."),
-        "y": ("corrected state (target) of layer {l}, phi(h{l} - beta d{l})", "activation"),
-        "eps": ("temporal error units of layer {l}, (z{l} - y{l}) * m", "activation"),
-    }
-
-    def _check_input(self, x, mask):
-        x, m = check_step_input(x, mask, self.config.x_dim,
-                                None if self.state is None else self.state.batch)
-        if self.state is None:
-            self.reset(x.shape[0])
-        return x, m
+    def _apply(self, updates) -> None:
+        self.engine.apply(self.optimizer, updates)
 
     def transition(self, state: State, x: np.ndarray, m: np.ndarray) -> tuple[State, dict]:
         """Pure step without learning: (next state, quantities).  Inputs must be float32."""
-        q, _ = self._forward(state, x, m)
-        return self._carry(state, x, q), q
-
-    def _forward(self, state, x, m):
-        if self.engine == "fast":
-            hs, inputs = self._fast.preactivations(state)
-        else:
-            hs, inputs = None, None
-        q = forward(self.params, state, x, m, self.config, self.phi, self.out_fn, self.rng, hs,
-                    tick=self.tick)
-        return q, inputs
-
-    def _carry(self, state, x, q):
-        L = self.config.L
-        return State(x, [q[f"y{l}"] for l in range(1, L + 1)],
-                     [q[f"eps{l}"] for l in range(1, L + 1)], state.t + 1)
-
-    def step(self, x, mask=None, learn: bool = True) -> np.ndarray:
-        """Advance one step; learn (unless ``learn=False`` or first step); return x_mu."""
-        x, m = self._check_input(x, mask)
-        state = self.state
-        rng_state = self.rng.bit_generator.state
-
-        def diverged(quantity):
-            self.rng.bit_generator.state = rng_state
-            return DivergenceError(self.steps_taken, quantity, f"t={state.t} of the sequence")
-
-        q, inputs = self._forward(state, x, m)
-        bad = _first_nonfinite(q, self._check_order)
-        if bad is not None:
-            raise diverged(bad)
-        self.updates = {}
-        if learn and state.t > 0:
-            B = x.shape[0]
-            if self.engine == "fast":
-                factors, table, norms = self._fast.factors(state, q, inputs, B)
-                # the factors are finite quantities times finite scales; only a norm
-                # (a sum of squares) can still overflow
-                for name, nrm in norms.items():
-                    if not np.isfinite(nrm):
-                        raise diverged(f"d{name}")
-                if self.tick is not None:
-                    self.tick("updates")
-                self._fast.apply(self.optimizer, factors)
-                if self.tick is not None:
-                    self.tick("optimizer")
-                self.updates = FactoredUpdates(table)
-            else:
-                updates = local_updates(self.params, state, q, self.config)
-                inv_b = F32(1.0 / B)
-                for u in updates.values():
-                    u *= inv_b
-                bad = _first_nonfinite(updates, list(updates))
-                if bad is not None:
-                    raise diverged(f"d{bad}")
-                self.updates = {f"d{k}": u.copy() for k, u in updates.items()}
-                self.optimizer.step(self.params, updates)
-        self.quantities = q
-        self.state = self._carry(state, x, q)
-        self.steps_taken += 1
-        return q["x_mu"]
-
-    # -- persistence -------------------------------------------------------------
-    def save(self, path, include_state: bool = False, extra_meta: dict | None = None) -> None:
-        """Write config, params, optimizer state and RNG state to ``path`` (.npz).
-
-        ``include_state`` also stores the current sequences' state (a checkpoint
-        taken mid-sequence resumes exactly); ``extra_meta`` is stored as JSON and
-        comes back as ``model.extra_meta``.  The file is written beside the
-        target and renamed over it, so an error never leaves a half-written file
-        or destroys an earlier save.
-        """
-        path = os.fspath(path)
-        opt_state = self.optimizer.state_dict()
-        meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "class": type(self).__name__,
-                "config": self.config.to_dict(), "optimizer": opt_state["hyperparams"],
-                "optimizer_t": opt_state["t"], "steps_taken": self.steps_taken,
-                "rng": self.rng.bit_generator.state}
-        if extra_meta:
-            meta["extra"] = extra_meta
-        arrays = {}
-        if include_state and self.state is not None:
-            st = self.state
-            meta["state_t"] = st.t
-            arrays["state/x_prev"] = st.x_prev
-            for l, (a, e) in enumerate(zip(st.s, st.eps_prev), start=1):
-                arrays[f"state/s{l}"] = a
-                arrays[f"state/eps_prev{l}"] = e
-        arrays.update(pack_params(self.params, self.optimizer))
-        write_model_file(path, meta, arrays)
+        state, q, _ = self._step(self.params, state, x, m, False)
+        return state, q
 
     @classmethod
-    def load(cls, path, engine: str = "fast", **overrides) -> "PTNCN":
-        """Read a model written by :meth:`save` (``act=``/``out=`` restore callables)."""
-        path = os.fspath(path)
-        meta, arrays = read_model_file(path, FORMAT_VERSION)
-        cfg_d = dict(meta["config"])
-        cfg_d.update(overrides)
+    def config_from_file(cls, path, meta, overrides):
+        d = {**meta["config"], **overrides}
         for key in ("act", "out"):
-            if str(cfg_d[key]).startswith("<callable:"):
-                raise ValueError(f"{path}: the model was saved with a user callable {key} "
-                                 f"{cfg_d[key]}; pass it again: load(path, {key}=function)")
-        cfg = PTNCNConfig.from_dict(cfg_d)
-        hp = dict(meta["optimizer"])
-        opt = make_optimizer(hp.pop("name"), **hp)
-        model = cls.__new__(cls)
-        model._setup(cfg, opt, engine)
-        unpack_params(path, arrays, model.params, opt, meta["optimizer_t"])
-        model.rng.bit_generator.state = meta["rng"]
-        model.steps_taken = int(meta["steps_taken"])
-        model.extra_meta = meta.get("extra", {})
-        if "state_t" in meta:
-            L = cfg.L
-            try:
-                model.state = State(np.array(arrays["state/x_prev"], F32),
-                                    [np.array(arrays[f"state/s{l}"], F32) for l in range(1, L + 1)],
-                                    [np.array(arrays[f"state/eps_prev{l}"], F32)
-                                     for l in range(1, L + 1)], int(meta["state_t"]))
-            except KeyError as exc:
-                raise ModelFileError(f"{path}: state array {exc} missing") from None
-        return model
+            if str(d[key]).startswith("<callable:"):
+                raise ValueError(f"{os.fspath(path)}: the model was saved with a user callable "
+                                 f"{key} {d[key]}; pass it again: load(path, {key}=function)")
+        return cls.Config.from_dict(d)
 
 
-def load(path, engine: str = "fast", **overrides) -> PTNCN:
-    """Load a model saved with ``PTNCN.save``."""
-    return PTNCN.load(path, engine=engine, **overrides)
+def load(path, **overrides) -> PTNCN:
+    """Load a model saved with ``PTNCN.save`` (``engine=`` picks the backend)."""
+    return PTNCN.load(path, **overrides)

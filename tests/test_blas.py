@@ -58,7 +58,7 @@ def test_training_with_each_backend_equals_numpy_backend(name, monkeypatch):
     for be in ("numpy", name):
         monkeypatch.setenv("PTNCN_BLAS", be)
         m = PTNCN(8, (12, 10), seed=3, wght_sd=0.3, clip=0.2)
-        assert m._fast.blas.name == be
+        assert m.engine.blas.name == be
         for x in xs:
             m.step(x)
         runs[be] = m
