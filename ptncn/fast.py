@@ -120,6 +120,34 @@ def sq_norms(left: np.ndarray, right: np.ndarray, spans) -> list[float]:
     return [float(t[:, a:b].sum(dtype=np.float64)) for a, b in spans]
 
 
+class _Factors:
+    """Collects one step's ``(block, left, right)`` factors, folding each parameter's
+    clip factor, a gain and 1/batch into the columns of ``left`` (scaled in place)."""
+
+    def __init__(self, radius: float, inv_b: float):
+        self.r, self.inv_b, self.clipping = radius, inv_b, radius > 0
+        self.blocks: list = []
+        self.table: dict = {}
+        self.norms: dict[str, float] = {}
+        self.scale: dict[str, float] = {}
+
+    def add(self, blk, left, right, gain: float = 1.0, norms: dict | None = None) -> None:
+        """The update of ``blk`` is ``gain * left.T @ right``, each part clipped; ``norms``:
+        pre-clipping norms when already known (else computed by :func:`sq_norms`)."""
+        if self.clipping and norms is None:
+            sq = sq_norms(left, right, [(a, b) for _, a, b in blk.parts])
+            norms = {name: abs(gain) * float(np.sqrt(max(v, 0.0))) if np.isfinite(v)
+                     else float("nan") for (name, _, _), v in zip(blk.parts, sq)}
+        for name, a, b in blk.parts:
+            c = clip_scale(norms[name], self.r) if self.clipping else 1.0
+            if self.clipping:
+                self.norms[name] = norms[name]
+            self.scale[name] = c
+            left[:, a:b] *= F32(gain * c * self.inv_b)
+            self.table[name] = (left, right, a, b)
+        self.blocks.append((blk, left, right))
+
+
 class FastEngine:
     """Owns the parameter storage (stacked) and performs P-TNCN's step pieces fast.
 
@@ -196,60 +224,24 @@ class FastEngine:
         pre-clipping Frobenius norm of every update (none when clipping is off).
         Reuses (overwrites) ``inputs``, the layer inputs of :meth:`preactivations`."""
         cfg, L = self.cfg, self.cfg.L
-        r, gamma, inv_b = cfg.clip, cfg.gamma, 1.0 / batch
-        clipping = r > 0
+        f = _Factors(cfg.clip, 1.0 / batch)
         err = [q["e0"]] + [q[f"eps{l}"] for l in range(1, L + 1)]   # err[l-1] drives W_l
-        norms: dict[str, float] = {}
-
-        def norm_of(left, right, spans, names, gain=1.0):
-            for name, v in zip(names, sq_norms(left, right, spans)):
-                norms[name] = abs(gain) * float(np.sqrt(max(v, 0.0))) if np.isfinite(v) \
-                    else float("nan")
-            return [clip_scale(norms[n], r) for n in names]
-
-        out, table = [], {}
-        # W_1 = clip(z_1.T @ e_0)
-        z1, e0 = q["z1"], q["e0"]
-        cW1 = norm_of(z1, e0, [(0, z1.shape[1])], ["W1"])[0] if clipping else 1.0
-        left = z1 * F32(cW1 * inv_b)
-        out.append((self.W1, left, e0))
-        table["W1"] = (left, e0, 0, left.shape[1])
-        # the layer blocks [M; V; U; W_{l+1}], right factor eps_l
-        cW = {1: cW1}
-        for l in range(1, L + 1):
+        f.add(self.W1, q["z1"].copy(), q["e0"])                    # W_1 = clip(z_1.T @ e_0)
+        for l in range(1, L + 1):            # the blocks [M; V; U; W_{l+1}], right factor eps_l
             blk, S = self.layer_blocks[l - 1], inputs[l - 1]
             if l < L:
                 _, a, b = blk.parts[-1]
                 S[:, a:b] = q[f"z{l + 1}"]
-            spans = [(a, b) for _, a, b in blk.parts]
-            names = [name for name, _, _ in blk.parts]
-            cs = norm_of(S, err[l], spans, names) if clipping else [1.0] * len(names)
-            for name, (a, b), c in zip(names, spans, cs):
-                S[:, a:b] *= F32(c * inv_b)
-                table[name] = (S, err[l], a, b)
-                if name[0] == "W":
-                    cW[l + 1] = c
-            out.append((blk, S, err[l]))
-        # E_l = clip(gamma * clip(dW_l).T), or the temporal rule
-        for l in range(1, L + 1):
+            f.add(blk, S, err[l])
+        for l in range(1, L + 1):            # E_l = clip(gamma * clip(dW_l).T), or temporal
+            blk, gamma = self.E[l - 1], cfg.gamma
             if cfg.temporal_error_rule:
-                e_in = q[f"e{l - 1}"]
-                dv = q[f"eps{l}"] - state.eps_prev[l - 1]
-                cE = norm_of(e_in, dv, [(0, e_in.shape[1])], [f"E{l}"], gamma)[0] \
-                    if clipping else 1.0
-                leftE, rightE = e_in * F32(-gamma * cE * inv_b), dv
+                f.add(blk, q[f"e{l - 1}"].copy(), q[f"eps{l}"] - state.eps_prev[l - 1], -gamma)
             else:
-                if clipping:
-                    nE = abs(gamma) * cW[l] * norms[f"W{l}"]
-                    norms[f"E{l}"] = nE
-                    cE = clip_scale(nE, r)
-                else:
-                    cE = 1.0
-                leftE = err[l - 1] * F32(gamma * cW[l] * cE * inv_b)
-                rightE = q[f"z{l}"]
-            out.append((self.E[l - 1], leftE, rightE))
-            table[f"E{l}"] = (leftE, rightE, 0, leftE.shape[1])
-        return FactoredUpdates(out, table, norms)
+                cW = f.scale[f"W{l}"]
+                known = {blk.name: abs(gamma) * cW * f.norms[f"W{l}"]} if f.clipping else None
+                f.add(blk, err[l - 1].copy(), q[f"z{l}"], gamma * cW, known)
+        return FactoredUpdates(f.blocks, f.table, f.norms)
 
     # -- applying ---------------------------------------------------------------------
     def apply(self, optimizer, updates: FactoredUpdates) -> None:
