@@ -51,8 +51,8 @@ FORMAT_VERSION = 2
 #: versions :meth:`Learner.load` reads (version 1: parameters and optimizer only)
 READABLE_VERSIONS = (1, 2)
 
-#: ``[model] learner = name`` -> "module:Class" (imported on first use)
-REGISTRY: dict[str, str] = {
+#: ``[model] learner = name`` -> "module:Class" (imported on first use) or the class
+REGISTRY: dict[str, str | type] = {
     "ptncn": "ptncn.ptncn:PTNCN",
     "rtrl": "ptncn.baselines.rtrl:RTRL",
     "uoro": "ptncn.baselines.uoro:UORO",
@@ -64,22 +64,26 @@ REGISTRY: dict[str, str] = {
 }
 
 
-def register(name: str, target: str | type) -> None:
-    """Make a learner available as ``[model] learner = name`` (``target``: the class or
-    "module:Class").  Registering gives it the harness, recording, save/load and the
-    contract tests."""
-    if isinstance(target, type):
-        target = f"{target.__module__}:{target.__qualname__}"
-    REGISTRY[name] = target
+def register(name: str, cls: type | str) -> None:
+    """Make a learner available as ``[model] learner = name`` (``cls``: the class or
+    "module:Class").  Registering gives it the harness, the CLI, recording, save/load
+    by :func:`load_learner` and the contract tests."""
+    REGISTRY[name] = cls
+
+
+def _class_name(spec) -> str:
+    return spec.__name__ if isinstance(spec, type) else spec.rsplit(":", 1)[1]
 
 
 def learner_class(name: str):
     """The learner class registered under ``name`` (a registry key, or the class name
     recorded in a model file), imported lazily."""
     spec = REGISTRY.get(name) or next(
-        (s for s in REGISTRY.values() if s.rsplit(":", 1)[1] == name), None)
+        (s for s in REGISTRY.values() if _class_name(s) == name), None)
     if spec is None:
         raise ModelFileError(f"unknown learner {name!r}; known: {', '.join(REGISTRY)}")
+    if isinstance(spec, type):
+        return spec
     mod, cls = spec.split(":")
     return getattr(importlib.import_module(mod), cls)
 
@@ -215,6 +219,20 @@ def decode_tree(tree, arrays: Mapping[str, np.ndarray], types: Mapping[str, type
     if "@dict" in tree:
         return {k: decode_tree(v, arrays, types) for k, v in tree["@dict"].items()}
     return tree["@value"]
+
+
+def check_extra(path, built: Mapping, loaded: Mapping) -> Mapping:
+    """``loaded`` (a model file's persistent arrays), checked to hold every array the
+    learner ``built``, with its shape: a file saved with other options is refused
+    instead of continuing from fresh statistics."""
+    for k, v in built.items():
+        if k not in loaded:
+            raise ModelFileError(f"{path}: persistent array {k!r} missing "
+                                 "(saved with other options?)")
+        if np.shape(loaded[k]) != np.shape(v):
+            raise ModelFileError(f"{path}: persistent array {k!r} has shape "
+                                 f"{np.shape(loaded[k])}, expected {np.shape(v)}")
+    return loaded
 
 
 # ---------------------------------------------------------------------------
@@ -653,7 +671,8 @@ class Learner(abc.ABC):
         types = {t.__name__: t for t in (cls.State, *cls.state_types)}
         try:
             if "extra_arrays" in meta:
-                model.extra.update(decode_tree(meta["extra_arrays"], arrays, types))
+                model.extra.update(check_extra(path, model.extra, decode_tree(
+                    meta["extra_arrays"], arrays, types)))
             if "state" in meta:
                 model.state = decode_tree(meta["state"], arrays, types)
                 model.batch = int(meta["batch"])

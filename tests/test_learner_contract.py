@@ -9,6 +9,8 @@ and leaves parameters, state and RNG as they were.
 """
 
 import importlib.util
+import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -18,6 +20,12 @@ from ptncn.data import CyclicSymbols
 from ptncn.learner import REGISTRY, learner_class, load_learner
 
 X, B, T = 5, 3, 6
+
+# the example learner of docs/architecture.md, run as written: it registers itself
+# and so gets every test below
+DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+exec(compile(re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)[0],
+             str(DOC), "exec"), {"__name__": "architecture_example"})
 
 #: small settings per registered learner (a learner not listed runs with its defaults)
 SMALL = {
