@@ -1,4 +1,4 @@
-"""A literal, two-layer-only transcription of the P-TNCN equations (issue 3's spec).
+"""A literal, two-layer-only transcription of the P-TNCN equations.
 
 Written independently of ptncn.ptncn's general L-layer code, with the spec's
 variable names and no loops over layers, so that tests can check the library
