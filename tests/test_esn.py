@@ -89,7 +89,7 @@ def test_ridge_readout_equals_closed_form_on_the_collected_states():
     aug = np.vstack([phi, np.sqrt(0.5) * np.eye(N + 1)[:N]])
     ref = np.linalg.lstsq(aug, np.vstack([y, np.zeros((N, 3))]), rcond=None)[0]
     np.testing.assert_allclose(esn.params["Wout"], ref, rtol=1e-4, atol=1e-5)
-    assert esn.n_rows == len(phi) and esn.n_solves == 3
+    assert esn.extra["n_rows"] == len(phi) and esn.extra["n_solves"] == 3
 
 
 def test_softmax_and_sigmoid_outputs_are_valid_predictions():
@@ -206,12 +206,61 @@ def test_save_load_round_trip_continues_identically(tmp_path, readout):
     # without include_state the statistics still travel (training continues identically)
     model.save(path)
     again = ESN.load(path)
-    assert again.r is None
+    assert again.state is None
     for net in (model, again):
         net.reset(5)
         _train_steps(net, x, m, range(16))
         net.end_sequence(learn=True)
     np.testing.assert_array_equal(again.params["Wout"], model.params["Wout"])
+
+
+@pytest.mark.parametrize("readout", ["ridge", "rls"])
+def test_readout_statistics_travel_exactly_and_missing_ones_are_refused(tmp_path, readout):
+    from ptncn.errors import ModelFileError
+
+    x, m = _seq(10, 3, 4, seed=2, ragged=True)
+    model = ESN(4, units=20, readout=readout, forgetting=0.95, out="identity", seed=6)
+    model.reset(3)
+    _train_steps(model, x, m, range(10))
+    path = tmp_path / "esn.npz"
+    model.save(path)
+    loaded = ESN.load(path)
+    assert sorted(loaded.extra) == sorted(model.extra)
+    for k, v in model.extra.items():
+        assert loaded.extra[k].dtype == v.dtype
+        np.testing.assert_array_equal(loaded.extra[k], v)
+    other = "rls" if readout == "ridge" else "ridge"
+    with pytest.raises(ModelFileError, match="persistent array '(P|A)' missing"):
+        ESN.load(path, readout=other)
+
+
+@pytest.mark.parametrize("readout", ["ridge", "rls"])
+def test_norm_dWout_records_the_change_of_the_readout(tmp_path, readout):
+    x, m = _seq(8, 3, 4, seed=4)
+    esn = ESN(4, units=20, readout=readout, out="identity", seed=2)
+    rec = Recorder(tmp_path / "r.h5").add("norm_dWout").add("dWout")
+    rec.start(esn, batch=3)
+    esn.reset(3)
+    changes = []
+    for t in range(8):
+        before = esn.params["Wout"].copy()
+        esn.step(x[t], m[t])
+        rec.after_step(t, esn)
+        changes.append(esn.params["Wout"].astype(np.float64) - before)
+    rec.close()
+    with open_recording(tmp_path / "r.h5") as r:
+        norms, dW = r["norm_dWout"][:], r["dWout"][:]
+    assert dW.shape == (8, 21, 4)
+    np.testing.assert_allclose(dW, np.array(changes), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(norms, np.linalg.norm(dW.reshape(8, -1), axis=1), rtol=1e-5)
+    assert norms[0] == 0.0                          # nothing is learnt at t = 0
+    assert (norms[1:] > 0).all() if readout == "rls" else (norms == 0).all()
+    if readout == "rls":
+        return
+    before = esn.params["Wout"].copy()
+    esn.end_sequence(learn=True)                    # ridge: the solve is the change
+    np.testing.assert_allclose(esn.quantity("dWout"), esn.params["Wout"] - before,
+                               rtol=1e-5, atol=1e-6)
 
 
 def _sim_parts(seed=3):

@@ -1,4 +1,4 @@
-"""Echo state network baseline (issue #7): a fixed random reservoir and a trained
+"""Echo state network baseline: a fixed random reservoir and a trained
 linear readout, stepped with P-TNCN's semantics.
 
 The reservoir matrices are generated with reservoirpy (the optional extra
@@ -52,6 +52,12 @@ The neutral output before any learning is the uniform distribution (softmax),
 0.5 (sigmoid) or 0 (identity): ``Wout`` starts at zero with that value in its
 intercept row.
 
+The readout statistics outlive sequences and are saved with the model: they are
+the learner's ``extra`` arrays (ridge ``A``, ``B``, ``n_pending``; RLS ``P``; both
+``n_rows``, the pairs learnt from, and ``n_solves``).  ``dWout`` is the change the
+readout made at the last step (RLS) or at the last ``end_sequence`` (the ridge
+solve); zero otherwise.
+
 The ESN has no gradient optimizer: the harness's ``optimizer``, ``lr``,
 ``momentum``, ``weight_decay``, ``max_norm`` and ``optimizer_options`` are
 accepted and ignored.
@@ -59,17 +65,13 @@ accepted and ignored.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from ..errors import DivergenceError, ModelFileError
-from ..learner import (FORMAT_NAME, Learner, ParamDict, check_step_input, read_model_file,
-                       write_model_file)
+from ..learner import Learner, LearnerConfig, Quantity, Updates, rows
 
-FORMAT_VERSION = 1
 F32 = np.float32
 F64 = np.float64
 READOUTS = ("ridge", "rls")
@@ -88,8 +90,10 @@ def _reservoirpy_mat_gen():
 
 
 @dataclass
-class ESNConfig:
+class ESNConfig(LearnerConfig):
     """Everything that defines an ESN (see the module docstring)."""
+
+    label: ClassVar[str] = "ESN"
 
     x_dim: int
     units: int = 500
@@ -147,17 +151,6 @@ class ESNConfig:
         """The readout's intercept before learning (uniform / 0.5 / 0)."""
         return {"softmax": 1.0 / self.x_dim, "sigmoid": 0.5, "identity": 0.0}[self.out]
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ESNConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown ESN config key(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
-
 
 def generate_reservoir(cfg: ESNConfig) -> dict[str, np.ndarray]:
     """W (spectral radius ``sr``), Win (+-input_scaling) and bias (+-bias_scaling), made by
@@ -179,6 +172,36 @@ def generate_reservoir(cfg: ESNConfig) -> dict[str, np.ndarray]:
     return {"W": dense(W), "Win": dense(Win), "bias": dense(bias).reshape(N)}
 
 
+@dataclass
+class ESNState:
+    """What the current sequences carry."""
+
+    r: np.ndarray        # (batch, units) reservoir state after the last input
+    t: int = 0           # steps taken in the current sequences
+
+
+class ReadoutChange(Updates):
+    """The readout set to ``new`` exactly (the ESN has no optimizer): ``self["Wout"]`` is
+    the change it makes (what ``dWout`` records), ``self.new`` the readout itself."""
+
+    def __init__(self, old: np.ndarray, new: np.ndarray, extra: dict):
+        self.new = new
+        super().__init__({"Wout": new.astype(F32) - old}, extra=extra)
+
+
+def _count(n) -> np.ndarray:
+    """A counter as a 0-d array (how ``extra`` stores it)."""
+    return np.array(n, np.int64)
+
+
+_MEANINGS = {
+    "W": "recurrent reservoir weights (fixed; row i feeds unit i)",
+    "Win": "input weights (fixed; row i feeds unit i)",
+    "bias": "reservoir bias (fixed)",
+    "Wout": "readout weights; last row is the intercept",
+}
+
+
 class ESN(Learner):
     """Echo state network with a ridge or RLS readout (see the module docstring).
 
@@ -191,73 +214,76 @@ class ESN(Learner):
     optimizer arguments exist for the harness and are ignored.
     """
 
-    def __init__(self, x_dim: int, units: int = 500, *, sr: float = 0.9, leak: float = 0.3,
-                 input_scaling: float = 1.0, bias_scaling: float = 0.0,
-                 rc_connectivity: float = 0.1, input_connectivity: float = 0.1,
-                 readout: str = "ridge", ridge: float = 1e-6, forgetting: float = 1.0,
-                 rls_delta: float = 1e-2, out: str = "softmax", eps: float = 1e-3,
-                 seed: int = 1234, optimizer=None, lr: float | None = None,
-                 momentum: float | None = None, weight_decay: float | None = None,
-                 max_norm: float | None = None, optimizer_options: dict | None = None):
-        cfg = ESNConfig(x_dim=x_dim, units=units, sr=sr, leak=leak, input_scaling=input_scaling,
-                        bias_scaling=bias_scaling, rc_connectivity=rc_connectivity,
-                        input_connectivity=input_connectivity, readout=readout, ridge=ridge,
-                        forgetting=forgetting, rls_delta=rls_delta, out=out, eps=eps, seed=seed)
-        self._setup(cfg, generate_reservoir(cfg))
+    name = "esn"
+    Config = ESNConfig
+    State = ESNState
+    default_optimizer = None
+    update_meaning = ("change applied to the readout (RLS: at this step; ridge: by the "
+                      "solve at the end of the sequences)")
 
-    def _setup(self, cfg: ESNConfig, reservoir: dict | None) -> None:
-        self.config = cfg
+    def __init__(self, x_dim: int, units: int = 500, **options):
+        super().__init__(x_dim, units=units, **options)
+        self.params.update(generate_reservoir(self.config))
+
+    def _build(self) -> dict[str, np.ndarray]:
+        """A zero reservoir (the constructor fills it from reservoirpy's generators,
+        ``load`` from the file), the neutral readout and empty readout statistics."""
+        cfg = self.config
         N, X, D = cfg.units, cfg.x_dim, cfg.D
         arrays = {"W": np.zeros((N, N), F32), "Win": np.zeros((N, X), F32),
                   "bias": np.zeros(N, F32), "Wout": np.zeros((D, X), F32)}
         arrays["Wout"][N] = cfg.neutral()
-        self.params = ParamDict(arrays)
-        if reservoir is not None:
-            for k, v in reservoir.items():
-                self.params[k] = v
-        # the ESN draws no random numbers while running; the generator is kept (and
-        # saved) so that the learner interface and its checkpoints match the others
-        self.rng = np.random.default_rng(cfg.seed)
-        self.optimizer = None
         if cfg.readout == "ridge":
-            self._A = np.zeros((D, D), F64)              # sum phi^T phi
-            self._B = np.zeros((D, X), F64)              # sum phi^T x
-            self._P = None
+            self.extra.update(A=np.zeros((D, D), F64),     # sum phi^T phi
+                              B=np.zeros((D, X), F64),     # sum phi^T x
+                              n_pending=_count(0))         # pairs since the last solve
         else:
-            self._A = self._B = None
-            self._P = np.eye(D, dtype=F64) / cfg.rls_delta
-        self.n_rows = 0          # (state, target) pairs learnt from
-        self.n_pending = 0       # ridge: pairs accumulated since the last solve
-        self.n_solves = 0
-        self.r: np.ndarray | None = None     # (batch, units) reservoir state
-        self.t = 0                           # steps taken in the current sequences
-        self.quantities: dict[str, np.ndarray] = {}
-        self.steps_taken = 0
-        self.extra_meta: dict = {}
+            self.extra["P"] = np.eye(D, dtype=F64) / cfg.rls_delta
+        self.extra.update(n_rows=_count(0), n_solves=_count(0))
+        return arrays
 
-    # -- learner interface ---------------------------------------------------------------
-    def reset(self, batch: int) -> None:
-        if isinstance(batch, bool) or int(batch) != batch or batch < 1:
-            raise ValueError(f"batch must be a positive integer, got {batch!r}")
-        self.r = np.zeros((int(batch), self.config.units), F32)
-        self.t = 0
-        self.quantities = {}
+    def quantity_table(self) -> dict[str, Quantity]:
+        X, N = rows(self.config.x_dim), rows(self.config.units)
+        return {
+            "x": Quantity(X, "input x_t (the target of the prediction x_mu)", "input units"),
+            "x_mu": Quantity(X, "prediction of x_t from the reservoir state after x_{t-1}, "
+                                "out(lin)", "output units"),
+            "lin": Quantity(X, "linear readout [r_{t-1}, 1] @ Wout before the output mapping",
+                            "output units"),
+            "e0": Quantity(X, "prediction error (x_mu - x) * m", "output units"),
+            "r": Quantity(N, "reservoir state after the input x_t (held on masked rows)",
+                          "activation"),
+        }
+
+    def param_meaning(self, name: str) -> str:
+        return _MEANINGS[name]
 
     @property
-    def batch(self) -> int | None:
-        return None if self.r is None else self.r.shape[0]
+    def trained_params(self) -> tuple[str, ...]:
+        return ("Wout",)
 
-    def _check_input(self, x, mask):
-        x, m = check_step_input(x, mask, self.config.x_dim,
-                                None if self.r is None else self.r.shape[0])
-        if self.r is None:
-            self.reset(x.shape[0])
-        return x, m
+    def init_state(self, batch: int) -> ESNState:
+        return ESNState(np.zeros((batch, self.config.units), F32))
 
-    def readout_linear(self, r: np.ndarray) -> np.ndarray:
+    # -- the step ------------------------------------------------------------------------
+    def _step(self, params, state: ESNState, x, m, learn):
+        """Predict ``x`` from the state after the previous input, learn, then advance."""
+        r = state.r
+        lin = self.readout_linear(params, r)
+        x_mu = self.output(lin)
+        if not np.isfinite(x_mu).all():      # before learning: a readout cannot explain it
+            raise self.diverged("x_mu")
+        updates = Updates()
+        sel = m[:, 0] > 0
+        if learn and state.t > 0 and sel.any():
+            updates = self._learn(params["Wout"], r[sel], x[sel])
+        r_next = np.where(m > 0, self.advance(params, r, x), r)
+        q = {"x": x, "x_mu": x_mu, "lin": lin, "e0": (x_mu - x) * m, "r": r_next}
+        return ESNState(r_next, state.t + 1), q, updates
+
+    def readout_linear(self, params, r: np.ndarray) -> np.ndarray:
         """The linear readout ``[r, 1] @ Wout`` of states ``r`` (batch, units)."""
-        Wout = self.params["Wout"]
-        N = self.config.units
+        Wout, N = params["Wout"], self.config.units
         return r @ Wout[:N] + Wout[N]
 
     def output(self, lin: np.ndarray) -> np.ndarray:
@@ -270,204 +296,72 @@ class ESN(Learner):
             return np.clip(lin, F32(cfg.eps), F32(1.0 - cfg.eps))
         return lin
 
-    def advance(self, r: np.ndarray, x: np.ndarray) -> np.ndarray:
+    def advance(self, params, r: np.ndarray, x: np.ndarray) -> np.ndarray:
         """The reservoir's next state from ``r`` after input ``x`` (float32, every row)."""
-        p, a = self.params, F32(self.config.leak)
-        pre = r @ p["W"].T
-        pre += x @ p["Win"].T
-        pre += p["bias"]
+        a = F32(self.config.leak)
+        pre = r @ params["W"].T
+        pre += x @ params["Win"].T
+        pre += params["bias"]
         return (F32(1.0) - a) * r + a * np.tanh(pre)
 
-    def step(self, x, mask=None, learn: bool = True) -> np.ndarray:
-        """Predict ``x`` from the state after the previous input, learn, then advance."""
-        x, m = self._check_input(x, mask)
-        r = self.r
-        lin = self.readout_linear(r)
-        x_mu = self.output(lin)
-        if not np.isfinite(x_mu).all():
-            raise DivergenceError(self.steps_taken, "x_mu", f"t={self.t} of the sequence")
-        if learn and self.t > 0:
-            sel = m[:, 0] > 0
-            if sel.any():
-                self._learn(r[sel], x[sel])
-        cand = self.advance(r, x)
-        r_next = np.where(m > 0, cand, r)
-        self.quantities = {"x": x, "x_mu": x_mu, "lin": lin, "e0": (x_mu - x) * m,
-                           "r": r_next}
-        self.r = r_next
-        self.t += 1
-        self.steps_taken += 1
-        return x_mu
-
-    def _features(self, r: np.ndarray) -> np.ndarray:
+    def _learn(self, Wout: np.ndarray, r: np.ndarray, y: np.ndarray) -> Updates:
+        """The readout's learning from the pairs ``([r, 1], y)``.  NumPy only in the step
+        loop: SciPy's BLAS would start a second OpenBLAS thread pool that fights NumPy's
+        for the cores (see ptncn/blas.py)."""
         phi = np.empty((r.shape[0], self.config.D), F64)
         phi[:, :-1] = r
         phi[:, -1] = 1.0
-        return phi
-
-    def _learn(self, r: np.ndarray, y: np.ndarray) -> None:
-        phi = self._features(r)
         y = y.astype(F64)
+        ex, k = self.extra, phi.shape[0]
+        counts = {"n_rows": _count(ex["n_rows"] + k)}
         if self.config.readout == "ridge":
-            # NumPy only in the step loop: SciPy's BLAS would start a second OpenBLAS
-            # thread pool that fights NumPy's for the cores (see ptncn/blas.py)
-            self._A += phi.T @ phi
-            self._B += phi.T @ y
-            self.n_pending += phi.shape[0]
-        else:
-            self._rls_update(phi, y)
-        self.n_rows += phi.shape[0]
+            return Updates(extra={"A": ex["A"] + phi.T @ phi, "B": ex["B"] + phi.T @ y,
+                                  "n_pending": _count(ex["n_pending"] + k), **counts})
+        W, P = self._rls_update(Wout, ex["P"], phi, y)
+        return ReadoutChange(Wout, W, {"P": P, **counts})
 
-    def _rls_update(self, phi: np.ndarray, y: np.ndarray) -> None:
+    def _rls_update(self, Wout, P, phi: np.ndarray, y: np.ndarray):
         """Block RLS with forgetting lam: S = lam I + phi P phi^T, Wout += (S^-1 phi P)^T
-        (y - phi Wout), P = (P - (phi P)^T S^-1 phi P) / lam.  (NumPy only, as _learn.)"""
+        (y - phi Wout), P = (P - (phi P)^T S^-1 phi P) / lam; returns the new (Wout, P)."""
         lam = self.config.forgetting
-        P = self._P
         PhiP = phi @ P                                   # (k, D); P is symmetric
         S = PhiP @ phi.T
         S[np.diag_indices_from(S)] += lam
         G = np.linalg.solve(S, PhiP)                     # S^-1 phi P   (k, k) system
-        W = self.params["Wout"].astype(F64)
+        W = Wout.astype(F64)
         W += G.T @ (y - phi @ W)
-        P -= PhiP.T @ G
+        P = P - PhiP.T @ G
         if lam != 1.0:
             P /= lam
         P += P.T
         P *= 0.5
         if not (np.isfinite(W).all() and np.isfinite(P).all()):
-            raise DivergenceError(self.steps_taken, "Wout", "RLS update")
-        self.params["Wout"] = W
+            raise self.diverged("Wout", "RLS update")
+        return W, P
 
+    def _apply(self, updates: ReadoutChange) -> None:
+        """Set the readout exactly (no optimizer)."""
+        self.params["Wout"] = updates.new
+
+    # -- the ridge solve -----------------------------------------------------------------
     def end_sequence(self, learn: bool = True) -> None:
         """Ridge readout: solve for Wout from every pair accumulated so far (if any is new)."""
-        if learn and self.config.readout == "ridge" and self.n_pending:
+        if learn and self.config.readout == "ridge" and self.extra["n_pending"]:
             self.solve()
-
-    def ridge_matrices(self) -> tuple[np.ndarray, np.ndarray]:
-        """(A, B): ``sum phi^T phi`` and ``sum phi^T x`` over the pairs so far (ridge)."""
-        if self.config.readout != "ridge":
-            raise ValueError("ridge_matrices: this ESN has an RLS readout")
-        return self._A.copy(), self._B.copy()
 
     def solve(self) -> None:
         """Set Wout to the ridge solution of the accumulated statistics (NumPy's LAPACK,
         so no second BLAS thread pool; a singular system falls back to least squares)."""
-        cfg = self.config
-        A, B = self.ridge_matrices()
+        cfg, ex = self.config, self.extra
+        A = ex["A"].copy()
         idx = np.arange(cfg.units)
         A[idx, idx] += cfg.ridge                          # the intercept is not penalised
         try:
-            W = np.linalg.solve(A, B)
+            W = np.linalg.solve(A, ex["B"])
         except np.linalg.LinAlgError:
-            W = np.linalg.lstsq(A, B, rcond=None)[0]
+            W = np.linalg.lstsq(A, ex["B"], rcond=None)[0]
         if not np.isfinite(W).all():
-            raise DivergenceError(self.steps_taken, "Wout", "ridge solve")
-        self.params["Wout"] = W
-        self.n_pending = 0
-        self.n_solves += 1
-
-    # -- recording -----------------------------------------------------------------------
-    _MEANINGS = {
-        "x": ("input x_t (the target of the prediction x_mu)", "input units"),
-        "x_mu": ("prediction of x_t from the reservoir state after x_{t-1}, out(lin)",
-                 "output units"),
-        "lin": ("linear readout [r_{t-1}, 1] @ Wout before the output mapping", "output units"),
-        "e0": ("prediction error (x_mu - x) * m", "output units"),
-        "r": ("reservoir state after the input x_t (held on masked rows)", "activation"),
-        "W": ("recurrent reservoir weights (fixed; row i feeds unit i)", "weight"),
-        "Win": ("input weights (fixed; row i feeds unit i)", "weight"),
-        "bias": ("reservoir bias (fixed)", "weight"),
-        "Wout": ("readout weights; last row is the intercept", "weight"),
-    }
-
-    @property
-    def recordable(self) -> tuple[str, ...]:
-        return ("x", "x_mu", "lin", "e0", "r", *self.params)
-
-    def quantity_shape(self, name: str, batch: int) -> tuple[int, ...]:
-        if name in self.params:
-            return self.params[name].shape
-        if name in ("x", "x_mu", "lin", "e0"):
-            return (batch, self.config.x_dim)
-        if name == "r":
-            return (batch, self.config.units)
-        raise KeyError(f"unknown quantity {name!r}; recordable: {', '.join(self.recordable)}")
-
-    def describe(self, name: str) -> tuple[str, str]:
-        if name in self._MEANINGS:
-            return self._MEANINGS[name]
-        raise KeyError(f"unknown quantity {name!r}; recordable: {', '.join(self.recordable)}")
-
-    # -- persistence ---------------------------------------------------------------------
-    def save(self, path, include_state: bool = False, extra_meta: dict | None = None) -> None:
-        """Write config, params, readout statistics (ridge A, B or RLS P) and RNG state.
-
-        ``include_state`` also stores the reservoir state of the current sequences
-        (a checkpoint taken mid-sequence resumes exactly); ``extra_meta`` comes back
-        as ``model.extra_meta``.  Written atomically (see :func:`write_model_file`).
-        """
-        meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "class": type(self).__name__,
-                "config": self.config.to_dict(), "steps_taken": self.steps_taken,
-                "rng": self.rng.bit_generator.state, "n_rows": self.n_rows,
-                "n_pending": self.n_pending, "n_solves": self.n_solves}
-        if extra_meta:
-            meta["extra"] = extra_meta
-        arrays = {f"param/{k}": v for k, v in self.params.items()}
-        if self.config.readout == "ridge":
-            arrays["readout/A"] = self._A
-            arrays["readout/B"] = self._B
-        else:
-            arrays["readout/P"] = self._P
-        if include_state and self.r is not None:
-            meta["state_t"] = self.t
-            arrays["state/r"] = self.r
-        write_model_file(os.fspath(path), meta, arrays)
-
-    @classmethod
-    def load(cls, path, **overrides) -> "ESN":
-        """Read an ESN written by :meth:`save` (needs no reservoirpy).  ``overrides`` change
-        config entries that do not alter shapes (e.g. ``out``, ``eps``, ``ridge``)."""
-        path = os.fspath(path)
-        meta, arrays = read_model_file(path, FORMAT_VERSION)
-        if meta.get("class") != cls.__name__:
-            raise ModelFileError(f"{path}: holds a {meta.get('class')!r} model, not an ESN")
-        cfg_d = dict(meta["config"])
-        cfg_d.update(overrides)
-        cfg = ESNConfig.from_dict(cfg_d)
-        model = cls.__new__(cls)
-        model._setup(cfg, None)
-        try:
-            for k in model.params:
-                model.params[k] = arrays[f"param/{k}"]
-            if cfg.readout == "ridge":
-                model._A = np.array(arrays["readout/A"], F64)
-                model._B = np.array(arrays["readout/B"], F64)
-                shapes = [(model._A, (cfg.D, cfg.D)), (model._B, (cfg.D, cfg.x_dim))]
-            else:
-                model._P = np.array(arrays["readout/P"], F64)
-                shapes = [(model._P, (cfg.D, cfg.D))]
-        except KeyError as exc:
-            raise ModelFileError(f"{path}: array {exc} missing (was it saved with another "
-                                 f"readout?)") from None
-        except ValueError as exc:
-            raise ModelFileError(f"{path}: {exc}") from None
-        for a, shape in shapes:
-            if a.shape != shape:
-                raise ModelFileError(f"{path}: readout statistics have shape {a.shape}, "
-                                     f"expected {shape}")
-        model.rng.bit_generator.state = meta["rng"]
-        model.steps_taken = int(meta["steps_taken"])
-        model.n_rows = int(meta.get("n_rows", 0))
-        model.n_pending = int(meta.get("n_pending", 0))
-        model.n_solves = int(meta.get("n_solves", 0))
-        model.extra_meta = meta.get("extra", {})
-        if "state_t" in meta:
-            if "state/r" not in arrays:
-                raise ModelFileError(f"{path}: state array 'state/r' missing")
-            r = np.array(arrays["state/r"], F32)
-            if r.ndim != 2 or r.shape[1] != cfg.units:
-                raise ModelFileError(f"{path}: state/r has shape {r.shape}, expected "
-                                     f"(batch, {cfg.units})")
-            model.r = r
-            model.t = int(meta["state_t"])
-        return model
+            raise self.diverged("Wout", "ridge solve")
+        self.commit(ReadoutChange(self.params["Wout"], W,
+                                  {"n_pending": _count(0),
+                                   "n_solves": _count(ex["n_solves"] + 1)}))
