@@ -1,4 +1,4 @@
-"""The gradient-based baselines (issue #7): RTRL, UORO, NoBackTrack, TBPTT(k), BPTT.
+"""The gradient-based baselines: RTRL, UORO, NoBackTrack, TBPTT(k), BPTT.
 
 Equations are checked against each other and against finite differences on a small
 float64 network with fixed weights; the stochastic estimators statistically.
@@ -51,7 +51,7 @@ def _total_loss(cfg, p, xs, ms, steps=None):
 
 def _tape(model, xs, ms):
     """Records of a forward pass (fixed weights), one per step."""
-    cfg, p = model.rnn_config, model.params
+    cfg, p = model.config, model.params
     h = np.zeros((xs.shape[1], cfg.hidden))
     recs = []
     for t in range(xs.shape[0]):
@@ -63,6 +63,13 @@ def _tape(model, xs, ms):
         recs.append(Record(do if n > 0 else None, tr))
         h = h_new
     return recs
+
+
+def _carried(mdl):
+    """What the model carries for learning, rows first."""
+    if isinstance(mdl, RTRL):
+        return {"sensitivity": mdl.sensitivity}
+    return {k: getattr(mdl.state, k) for k in ("s_tilde", "th_tilde") if hasattr(mdl.state, k)}
 
 
 def _rel(a, b):
@@ -79,7 +86,7 @@ def test_bptt_matches_central_finite_differences(out, act):
     m = _make(BPTT, out=out, act=act)
     g = backward(m.params, _tape(m, xs, ms), T)
     p = m.params.copy()
-    cfg = m.rnn_config
+    cfg = m.config
     e = 1e-6
     for k in p:
         fd = np.zeros_like(p[k])
@@ -110,7 +117,7 @@ def test_rtrl_gradient_equals_bptt_of_the_same_step_loss_at_every_step(out):
     # and the sensitivity is really dh/dtheta: compare with a finite difference of h_T
     S = m.sensitivity
     p = m.params.copy()
-    cfg = m.rnn_config
+    cfg = m.config
 
     def h_final(q):
         h = np.zeros((B, H))
@@ -132,10 +139,10 @@ def test_tbptt_of_the_sequence_length_equals_bptt():
         mdl.reset(B)
         for t in range(T):
             mdl.step(xs[t], ms[t])
-    assert a.updates_taken == 1 and b.updates_taken == 0
+    assert a.optimizer.t == 1 and b.optimizer.t == 0          # updates taken
     b.end_sequence()
     a.end_sequence()
-    assert a.updates_taken == b.updates_taken == 1
+    assert a.optimizer.t == b.optimizer.t == 1
     for k in a.params:
         assert _rel(a.quantity(f"d{k}"), b.quantity(f"d{k}")) < 1e-12
         np.testing.assert_allclose(a.params[k], b.params[k], rtol=1e-12, atol=1e-14)
@@ -158,7 +165,7 @@ def test_tbptt_windows_are_non_overlapping_and_cut_the_gradient():
     for k in m.params:
         assert _rel(got[1][1][k], want[k]) < 1e-12, k
     # finite differences: perturb theta only in steps 2..5 (h_1 fixed)
-    cfg, p = m.rnn_config, m.params.copy()
+    cfg, p = m.config, m.params.copy()
 
     def window_loss(q):
         h = np.zeros((B, H))
@@ -178,7 +185,7 @@ def test_tbptt_windows_are_non_overlapping_and_cut_the_gradient():
         q[k][idx] -= 2e-6
         assert got[1][1][k][idx] == pytest.approx((lp - window_loss(q)) / 2e-6, rel=1e-5, abs=1e-9)
     m.end_sequence()
-    assert m.updates_taken == 3                       # the short last window (step 6)
+    assert m.optimizer.t == 3                         # the short last window (step 6)
 
 
 # ---------------------------------------------------------------------------
@@ -206,10 +213,10 @@ def test_rank_one_estimates_are_unbiased(cls):
         ref.step(xs[t, :1])
         est.step(xs[t])
     # the estimate each row would use at the next step, row by row
-    y = rnn.output("softmax", est.h @ est.params["W_out"] + est.params["c"])
+    y = rnn.output("softmax", est.state.h @ est.params["W_out"] + est.params["c"])
     do = rnn.logit_grad("softmax", y, xs[Tn - 1], np.ones((N, 1)), 1.0)
     g_h = do @ est.params["W_out"].T
-    rows = np.einsum("bh,bh->b", g_h, est.s_tilde)[:, None] * est.th_tilde     # (N, P)
+    rows = np.einsum("bh,bh->b", g_h, est.state.s_tilde)[:, None] * est.state.th_tilde  # (N, P)
     true = g_h[:1] @ ref.sensitivity[0]                                                 # (1, P)
     mean = rows.mean(axis=0)
     se = rows.std(axis=0, ddof=1) / np.sqrt(N)
@@ -262,14 +269,14 @@ def test_masked_rows_hold_state_and_carry_no_loss(cls):
     for mdl, data in ((a, xs), (b, xs_b)):
         mdl.reset(B)
         for t in range(T):
-            h_before = mdl.h.copy()
-            carried = {k: getattr(mdl, k).copy() for k in ("sensitivity", "s_tilde", "th_tilde")
-                       if hasattr(mdl, k)}
+            h_before = mdl.state.h.copy()
+            carried = {k: v.copy() for k, v in _carried(mdl).items()}
             mdl.step(data[t], ms[t])
             if 2 <= t < 4:
-                np.testing.assert_array_equal(mdl.h[1], h_before[1])
+                np.testing.assert_array_equal(mdl.state.h[1], h_before[1])
+                now = _carried(mdl)
                 for k, v in carried.items():      # the sensitivities of held rows are unchanged
-                    np.testing.assert_array_equal(getattr(mdl, k)[1], v[1], err_msg=k)
+                    np.testing.assert_array_equal(now[k][1], v[1], err_msg=k)
         mdl.end_sequence()
     for k in a.params:
         np.testing.assert_array_equal(a.params[k], b.params[k])
@@ -334,7 +341,7 @@ def test_save_load_mid_sequence_continues_identically(tmp_path, cls, kw, opt):
     # without the state: same params, fresh sequences
     a.save(tmp_path / "p.npz")
     c = type(a).load(tmp_path / "p.npz")
-    assert c.h is None
+    assert c.state is None
     for k in a.params:
         np.testing.assert_array_equal(a.params[k], c.params[k])
 
@@ -413,4 +420,4 @@ def test_shipped_bit_recall_configs_validate_and_build(name):
     cfg = load_config(os.path.join(ROOT, "models", f"bit_recall_{name}.toml"))
     assert cfg["model"]["learner"] == name
     model = make_learner(cfg, make_task(cfg).x_dim)
-    assert model.rnn_config.hidden == 64 and model.rnn_config.out == "sigmoid"
+    assert model.config.hidden == 64 and model.config.out == "sigmoid"

@@ -1,4 +1,4 @@
-"""Baseline learners compared with P-TNCN (issue #7).
+"""Baseline learners compared with P-TNCN.
 
 Gradient-based, on one shared vanilla RNN (:mod:`ptncn.baselines.rnn`):
 

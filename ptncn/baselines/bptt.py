@@ -28,12 +28,14 @@ sequences of T steps).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..learner import Updates
 from . import rnn
-from .gradient import GradientLearner
+from .gradient import GradientConfig, GradientLearner, GradientState
 
 
 @dataclass
@@ -74,100 +76,84 @@ def backward(params: dict, records: list[Record], n_window: int) -> dict[str, np
     return {k: np.ascontiguousarray(g, dtype=dtype) for k, g in grads.items()}
 
 
+@dataclass
+class TapeState(GradientState):
+    """``tape``: the records of the current window's ``pending`` steps, after the
+    record of the step before the window (its transition produced the window's first
+    ``h_{t-1}``) when there is one."""
+
+    tape: list[Record]
+    pending: int
+
+
+@dataclass
+class TBPTTConfig(GradientConfig):
+    """The shared RNN's options and the truncation ``k``."""
+
+    k: int = 10
+
+    def __post_init__(self):
+        if isinstance(self.k, bool) or int(self.k) != self.k or self.k < 1:
+            raise ValueError(f"k (truncation) must be an integer >= 1, got {self.k!r}")
+        self.k = int(self.k)
+        super().__post_init__()
+
+
+@dataclass
+class BPTTConfig(GradientConfig):
+    """The shared RNN's options (BPTT has none of its own)."""
+
+
 class _Taped(GradientLearner):
     """A learner that tapes its steps and back-propagates through them."""
 
-    def _reset_carry(self, batch: int) -> None:
-        self.tape: list[Record] = []
-        self.pending = 0            # steps (records) in the current window
+    State = TapeState
+    state_types = (Record, rnn.Transition)
 
-    def _window(self) -> int:
+    @property
+    def window(self) -> int:
+        """Steps per update inside a sequence."""
         raise NotImplementedError
 
-    def _online(self, h_prev, x, m, do, g_h, tr, n):
-        rec = Record(do if n > 0 else None, tr)
-        pending = self.pending + 1
-        if pending < self._window():
-            return None, {"rec": rec, "pending": pending, "trim": False}
-        grads = backward(self.params, self.tape + [rec], pending)
-        return grads, {"rec": rec, "pending": 0, "trim": True}
+    def _carry(self, batch: int) -> dict:
+        return {"tape": [], "pending": 0}
 
-    def _commit(self, carry):
-        if carry["trim"]:
-            self.tape = [carry["rec"]]
-        else:
-            self.tape.append(carry["rec"])
-        self.pending = carry["pending"]
+    def _learn(self, params, state, h_prev, x, m, do, g_h, tr, n):
+        tape = [*state.tape, Record(do if n > 0 else None, tr)]
+        pending = state.pending + 1
+        if pending < self.window:
+            return None, {"tape": tape, "pending": pending}
+        grads = backward(params, tape, pending)
+        return (None if grads is None else Updates(grads)), {"tape": tape[-1:], "pending": 0}
 
     def end_sequence(self, learn: bool = True) -> None:
-        if learn and self.h is not None and self.pending > 0:
-            grads = backward(self.params, self.tape, self.pending)
+        s = self.state
+        if s is None:
+            return
+        if learn and s.pending > 0:
+            grads = backward(self.params, s.tape, s.pending)
             if grads is not None:
-                self._apply(grads)
-        if self.h is not None:
-            self._reset_carry(self.h.shape[0])
-
-    def _carry_arrays(self):
-        if not self.tape:
-            return {}
-        dt = self.dtype
-        B, X = self.tape[0].tr.x.shape
-        return {"h_prev": np.stack([r.tr.h_prev for r in self.tape]),
-                "x": np.stack([r.tr.x for r in self.tape]),
-                "r": np.stack([r.tr.r for r in self.tape]),
-                "D": np.stack([r.tr.D for r in self.tape]),
-                "do": np.stack([r.do if r.do is not None else np.zeros((B, X), dt)
-                                for r in self.tape])}
-
-    def _carry_meta(self):
-        return {"pending": self.pending, "has_loss": [r.do is not None for r in self.tape]}
-
-    def _load_carry(self, arrays, meta):
-        self.pending = int(meta.get("pending", 0))
-        has = meta.get("has_loss", [])
-        dt = self.dtype
-        self.tape = []
-        for i, h in enumerate(has):
-            tr = rnn.Transition(np.array(arrays["h_prev"][i], dt), np.array(arrays["x"][i], dt),
-                                np.array(arrays["r"][i], dt), np.array(arrays["D"][i], dt))
-            self.tape.append(Record(np.array(arrays["do"][i], dt) if h else None, tr))
+                self._commit_gradient(grads, "at the end of the sequence")
+        self.state = dataclasses.replace(s, **self._carry(s.h.shape[0]))
 
 
 class TBPTT(_Taped):
     """Truncated BPTT: an update every ``k`` steps through the last k transitions."""
 
-    method_keys = ("k",)
+    name = "tbptt"
+    Config = TBPTTConfig
 
-    def __init__(self, x_dim: int, *, hidden: int = 64, act: str = "tanh", leak: float = 1.0,
-                 out: str = "softmax", init_scale: float = 1.0, clip: float = 1.0,
-                 dtype: str = "float32", k: int = 10, seed: int = 1234, optimizer="sgd",
-                 lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0,
-                 max_norm: float = 0.0, optimizer_options: dict | None = None):
-        if isinstance(k, bool) or int(k) != k or k < 1:
-            raise ValueError(f"k (truncation) must be an integer >= 1, got {k!r}")
-        self._setup(x_dim, hidden=hidden, act=act, leak=leak, out=out, init_scale=init_scale,
-                    clip=clip, dtype=dtype, seed=seed, optimizer=optimizer, lr=lr,
-                    momentum=momentum, weight_decay=weight_decay, max_norm=max_norm,
-                    optimizer_options=optimizer_options, k=int(k))
-        self._reset_carry(1)
-
-    def _window(self) -> int:
-        return self.method["k"]
+    @property
+    def window(self) -> int:
+        return self.config.k
 
 
 class BPTT(_Taped):
     """Full back-propagation through time: one update per sequence, at ``end_sequence``."""
 
-    def __init__(self, x_dim: int, *, hidden: int = 64, act: str = "tanh", leak: float = 1.0,
-                 out: str = "softmax", init_scale: float = 1.0, clip: float = 1.0,
-                 dtype: str = "float32", seed: int = 1234, optimizer="sgd", lr: float = 0.01,
-                 momentum: float = 0.9, weight_decay: float = 0.0, max_norm: float = 0.0,
-                 optimizer_options: dict | None = None):
-        self._setup(x_dim, hidden=hidden, act=act, leak=leak, out=out, init_scale=init_scale,
-                    clip=clip, dtype=dtype, seed=seed, optimizer=optimizer, lr=lr,
-                    momentum=momentum, weight_decay=weight_decay, max_norm=max_norm,
-                    optimizer_options=optimizer_options)
-        self._reset_carry(1)
+    name = "bptt"
+    Config = BPTTConfig
 
-    def _window(self) -> int:
+    @property
+    def window(self) -> int:
         return 1 << 62          # never inside a sequence

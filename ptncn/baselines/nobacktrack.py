@@ -22,43 +22,51 @@ this is the steady-state gain of a scalar Kalman filter tracking a random-walk
 gradient observed with independent noise), and ``g_bar`` is the update direction.
 This is a simplified stand-in for the paper's "Kalman-like" filter, not a
 reproduction of it -- see docs/baselines.md.  ``g_bar`` persists across sequences
-and is saved with the model.
+(``extra["g_bar/<param>"]``) and is saved with the model.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from ..learner import Updates
 from . import rnn
-from .uoro import _RankOne
+from .uoro import UOROConfig, _RankOne
+
+
+@dataclass
+class NoBackTrackConfig(UOROConfig):
+    """UORO's options, ``kalman`` (smooth the gradient estimate) and its ``smoothing`` gain."""
+
+    kalman: bool = False
+    smoothing: float = 0.1
+
+    def __post_init__(self):
+        if not isinstance(self.kalman, (bool, np.bool_)):
+            raise ValueError(f"kalman must be true or false, got {self.kalman!r}")
+        if not np.isfinite(self.smoothing) or not 0 < self.smoothing <= 1:
+            raise ValueError(f"smoothing must be in (0, 1], got {self.smoothing!r}")
+        self.kalman = bool(self.kalman)
+        self.smoothing = float(self.smoothing)
+        super().__post_init__()
 
 
 class NoBackTrack(_RankOne):
     """NoBackTrack on the shared vanilla RNN (optionally with smoothed gradients)."""
 
-    method_keys = ("eps", "kalman", "smoothing")
+    name = "nobacktrack"
+    Config = NoBackTrackConfig
 
-    def __init__(self, x_dim: int, *, hidden: int = 64, act: str = "tanh", leak: float = 1.0,
-                 out: str = "softmax", init_scale: float = 1.0, clip: float = 1.0,
-                 dtype: str = "float32", eps: float = 1e-7, kalman: bool = False,
-                 smoothing: float = 0.1, seed: int = 1234, optimizer="sgd", lr: float = 0.01,
-                 momentum: float = 0.9, weight_decay: float = 0.0, max_norm: float = 0.0,
-                 optimizer_options: dict | None = None):
-        if not np.isfinite(eps) or eps <= 0:
-            raise ValueError(f"eps must be a positive number, got {eps!r}")
-        if not isinstance(kalman, (bool, np.bool_)):
-            raise ValueError(f"kalman must be true or false, got {kalman!r}")
-        if not np.isfinite(smoothing) or not 0 < smoothing <= 1:
-            raise ValueError(f"smoothing must be in (0, 1], got {smoothing!r}")
-        self._setup(x_dim, hidden=hidden, act=act, leak=leak, out=out, init_scale=init_scale,
-                    clip=clip, dtype=dtype, seed=seed, optimizer=optimizer, lr=lr,
-                    momentum=momentum, weight_decay=weight_decay, max_norm=max_norm,
-                    optimizer_options=optimizer_options, eps=float(eps), kalman=bool(kalman),
-                    smoothing=float(smoothing))
-        self.g_bar = {k: np.zeros_like(v) for k, v in self.params.items()}
+    def _build(self):
+        params = super()._build()
+        # g_bar outlives sequences (like an optimizer slot): kept in extra, always saved
+        self.extra = {f"g_bar/{k}": np.zeros_like(v) for k, v in params.items()}
+        return params
 
     def _noise(self, tr):
-        eps = self.method["eps"]
+        eps = self.config.eps
         sgn = self._signs(tr.D.shape)
         # |w_j| = |D_j| * |[x, h_prev, 1]|  (the same input vector for every unit of a row)
         nin = np.sqrt(np.einsum("bx,bx->b", tr.x, tr.x)
@@ -66,26 +74,11 @@ class NoBackTrack(_RankOne):
         rho = np.sqrt(np.abs(tr.D) * nin / (1 + eps)) + eps          # (B, H)
         return sgn * rho, rnn.vjp_params_rows(tr, sgn / rho)
 
-    def _postprocess(self, grads):
-        self._pending_gbar = None
-        if grads is None or not self.method["kalman"]:
-            return grads
-        k = self.method["smoothing"]
-        out = {name: (1 - k) * self.g_bar[name] + k * g for name, g in grads.items()}
-        self._pending_gbar = {n: v.copy() for n, v in out.items()}   # out is clipped in place
-        return out
-
-    def _commit(self, carry):
-        super()._commit(carry)
-        if getattr(self, "_pending_gbar", None) is not None:
-            self.g_bar = self._pending_gbar
-            self._pending_gbar = None
-
-    # g_bar is learning state that outlives sequences (like an optimizer slot): always saved
-    def _persistent_arrays(self):
-        return {f"gbar/{k}": v for k, v in self.g_bar.items()}
-
-    def _load_persistent(self, arrays):
-        for k in self.g_bar:
-            if f"gbar/{k}" in arrays:
-                self.g_bar[k] = np.array(arrays[f"gbar/{k}"], dtype=self.dtype)
+    def _learn(self, params, state, h_prev, x, m, do, g_h, tr, n):
+        grads, carry = super()._learn(params, state, h_prev, x, m, do, g_h, tr, n)
+        if grads is None or not self.config.kalman:
+            return grads, carry
+        k = self.config.smoothing
+        out = {name: (1 - k) * self.extra[f"g_bar/{name}"] + k * g for name, g in grads.items()}
+        # g_bar is the smoothed direction before clipping (the update is clipped in place)
+        return Updates(out, extra={f"g_bar/{name}": v.copy() for name, v in out.items()}), carry

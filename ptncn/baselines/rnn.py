@@ -28,7 +28,6 @@ order (row-major) when a method carries dense or rank-one sensitivities
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,14 +71,6 @@ class RNNConfig:
     @property
     def np_dtype(self):
         return np.dtype(self.dtype)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def param_shapes(cfg: RNNConfig) -> dict[str, tuple[int, ...]]:
-    X, H = cfg.x_dim, cfg.hidden
-    return {"W_in": (X, H), "W_rec": (H, H), "b": (H,), "W_out": (H, X), "c": (X,)}
 
 
 def rec_size(cfg: RNNConfig) -> int:

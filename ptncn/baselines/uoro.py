@@ -20,82 +20,88 @@ Rows with mask 0 keep their s~, th~ (their state is held, so dh/dtheta is unchan
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from ..learner import Updates
 from . import rnn
-from .gradient import GradientLearner
+from .gradient import GradientConfig, GradientLearner, GradientState
+
+
+@dataclass
+class UOROConfig(GradientConfig):
+    """The shared RNN's options and ``eps``, the normalisers' regulariser."""
+
+    eps: float = 1e-7
+
+    def __post_init__(self):
+        if not np.isfinite(self.eps) or self.eps <= 0:
+            raise ValueError(f"eps must be a positive number, got {self.eps!r}")
+        self.eps = float(self.eps)
+        super().__post_init__()
+
+
+@dataclass
+class RankOneState(GradientState):
+    """The rank-one estimate ``s~[b] (x) th~[b]`` of dh_{t-1}[b]/dtheta_rec of every row:
+    ``s_tilde`` (B, H), ``th_tilde`` (B, P_rec)."""
+
+    s_tilde: np.ndarray
+    th_tilde: np.ndarray
+
+
+def estimate(state: RankOneState, g_h: np.ndarray) -> np.ndarray:
+    """sum_b (g_h[b] . s~[b]) th~[b]: the current estimate of g_h . dh/dtheta_rec (P_rec,)."""
+    return np.einsum("bh,bh->b", g_h, state.s_tilde) @ state.th_tilde
 
 
 class _RankOne(GradientLearner):
     """Shared machinery of UORO and NoBackTrack: a rank-one estimate per row."""
 
-    def _reset_carry(self, batch: int) -> None:
-        cfg = self.rnn_config
-        self.s_tilde = np.zeros((batch, cfg.hidden), self.dtype)
-        self.th_tilde = np.zeros((batch, rnn.rec_size(cfg)), self.dtype)
+    State = RankOneState
+
+    def _carry(self, batch: int) -> dict:
+        cfg = self.config
+        return {"s_tilde": np.zeros((batch, cfg.hidden), self.dtype),
+                "th_tilde": np.zeros((batch, rnn.rec_size(cfg)), self.dtype)}
 
     def _signs(self, shape) -> np.ndarray:
         return (self.rng.integers(0, 2, size=shape, dtype=np.int8) * 2 - 1).astype(self.dtype)
 
-    def _noise(self, tr) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(state-space noise term, its parameter-space partner, ...) -- see subclasses."""
+    def _noise(self, tr) -> tuple[np.ndarray, np.ndarray]:
+        """(state-space noise term, its parameter-space partner): see the subclasses."""
         raise NotImplementedError
 
-    def estimate(self, g_h: np.ndarray) -> np.ndarray:
-        """sum_b (g_h[b] . s~[b]) th~[b]: the current estimate of g_h . dh/dtheta_rec (P_rec,)."""
-        return np.einsum("bh,bh->b", g_h, self.s_tilde) @ self.th_tilde
-
-    def _online(self, h_prev, x, m, do, g_h, tr, n):
+    def _learn(self, params, state, h_prev, x, m, do, g_h, tr, n):
         grads = None
         if n > 0:
-            grads = rnn.unflatten_rec(self.rnn_config, self.estimate(g_h))
+            grads = Updates(rnn.unflatten_rec(self.config, estimate(state, g_h)))
             grads["W_out"] = h_prev.T @ do
             grads["c"] = do.sum(axis=0)
-        eps = self.method["eps"]
-        Js = rnn.jvp_state(self.params, tr, self.s_tilde)
+        eps = self.config.eps
+        Js = rnn.jvp_state(params, tr, state.s_tilde)
         state_noise, param_noise = self._noise(tr)
-        nth = np.sqrt(np.einsum("bp,bp->b", self.th_tilde, self.th_tilde))
+        nth = np.sqrt(np.einsum("bp,bp->b", state.th_tilde, state.th_tilde))
         nJs = np.sqrt(np.einsum("bh,bh->b", Js, Js))
         rho0 = (np.sqrt(nth / (nJs + eps)) + eps)[:, None]
         s_new = rho0 * Js + state_noise
-        th_new = self.th_tilde / rho0 + param_noise
+        th_new = state.th_tilde / rho0 + param_noise
         keep = m[:, 0] == 0                      # held rows keep their estimate
         if keep.any():
-            s_new[keep] = self.s_tilde[keep]
-            th_new[keep] = self.th_tilde[keep]
-        return self._postprocess(grads), {"s_tilde": s_new, "th_tilde": th_new}
-
-    def _postprocess(self, grads):
-        return grads
-
-    def _carry_arrays(self):
-        return {"s_tilde": self.s_tilde, "th_tilde": self.th_tilde}
-
-    def _load_carry(self, arrays, meta):
-        self.s_tilde = np.array(arrays["s_tilde"], dtype=self.dtype)
-        self.th_tilde = np.array(arrays["th_tilde"], dtype=self.dtype)
+            s_new[keep] = state.s_tilde[keep]
+            th_new[keep] = state.th_tilde[keep]
+        return grads, {"s_tilde": s_new, "th_tilde": th_new}
 
 
 class UORO(_RankOne):
     """Unbiased Online Recurrent Optimization on the shared vanilla RNN."""
 
-    method_keys = ("eps",)
-
-    def __init__(self, x_dim: int, *, hidden: int = 64, act: str = "tanh", leak: float = 1.0,
-                 out: str = "softmax", init_scale: float = 1.0, clip: float = 1.0,
-                 dtype: str = "float32", eps: float = 1e-7, seed: int = 1234,
-                 optimizer="sgd", lr: float = 0.01, momentum: float = 0.9,
-                 weight_decay: float = 0.0, max_norm: float = 0.0,
-                 optimizer_options: dict | None = None):
-        if not np.isfinite(eps) or eps <= 0:
-            raise ValueError(f"eps must be a positive number, got {eps!r}")
-        self._setup(x_dim, hidden=hidden, act=act, leak=leak, out=out, init_scale=init_scale,
-                    clip=clip, dtype=dtype, seed=seed, optimizer=optimizer, lr=lr,
-                    momentum=momentum, weight_decay=weight_decay, max_norm=max_norm,
-                    optimizer_options=optimizer_options, eps=float(eps))
+    name = "uoro"
+    Config = UOROConfig
 
     def _noise(self, tr):
-        eps = self.method["eps"]
+        eps = self.config.eps
         nu = self._signs(tr.D.shape)
         Vnu = rnn.vjp_params_rows(tr, nu)
         nV = np.sqrt(np.einsum("bp,bp->b", Vnu, Vnu))
