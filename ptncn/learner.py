@@ -275,9 +275,9 @@ def check_step_input(x, mask, x_dim: int, current_batch: int | None, dtype=np.fl
 def first_nonfinite(arrays: Mapping[str, np.ndarray], names=None) -> str | None:
     """The first name (in ``names`` order, default all) whose array holds NaN or inf."""
     for name in (arrays if names is None else names):
-        a = arrays[name]
+        a = np.asarray(arrays[name])
         # the sum is a cheap screen; confirm element-wise (a sum can overflow)
-        if not np.isfinite(np.sum(a)) and not np.isfinite(a).all():
+        if not np.isfinite(a.sum()) and not np.isfinite(a).all():
             return name
     return None
 
@@ -510,7 +510,7 @@ class Learner(abc.ABC):
         rng_state = self.rng.bit_generator.state
         try:
             state, q, updates = self._step(self.params, self.state, x, m, bool(learn))
-            bad = first_nonfinite(q, [k for k in self._table if k in q])
+            bad = first_nonfinite(q, [k for k in self._table if k in q and q[k] is not x])
             if bad is None and updates:
                 bad = updates.first_nonfinite()
                 bad = None if bad is None else f"d{bad}"
