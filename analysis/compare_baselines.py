@@ -137,6 +137,7 @@ def build_config(task_path: str, learner: str, budget: float, sets=(),
     with the reason when the run cannot be configured.
     """
     from ptncn import harness
+    from ptncn.learner import REGISTRY
 
     with open(task_path, "rb") as f:
         import tomllib
@@ -146,14 +147,14 @@ def build_config(task_path: str, learner: str, budget: float, sets=(),
     notes = []
     label = learner
     learner, fixed = ALIASES.get(label, (label, {}))
-    if learner not in harness.LEARNERS:
+    if learner not in REGISTRY:
         raise harness.ConfigError(f"unknown learner {learner!r}; known: "
-                                  f"{', '.join([*harness.LEARNERS, *ALIASES])}")
+                                  f"{', '.join([*REGISTRY, *ALIASES])}")
     cls = harness.learner_cls(learner)      # ImportError etc. if the class is unavailable
     own = base["model"]["learner"]
     if learner in PTNCN_FAMILY and own in PTNCN_FAMILY:
         # the rate and spiking P-TNCN share their options: keep the config's own
-        allowed = set(inspect.signature(cls).parameters)
+        allowed = set(cls.Config.field_names())
         model = {"learner": learner}
         for k, v in {**base["model"], **fixed}.items():
             if k == "learner":
@@ -165,7 +166,7 @@ def build_config(task_path: str, learner: str, budget: float, sets=(),
         cfg["model"] = model
     elif learner != "ptncn":
         table = OVERRIDES.get(_task_type(base), {}).get(learner, {})
-        allowed = set(inspect.signature(cls).parameters)
+        allowed = set(cls.Config.field_names())
         model = {"learner": learner}
         out = base["model"].get("out")
         if out is not None and "out" in allowed:
@@ -201,7 +202,7 @@ def hidden_of(cfg: dict) -> str:
         from ptncn import harness
         cls = harness.learner_cls(m["learner"])
         for key in ("hidden", "units"):
-            p = inspect.signature(cls).parameters.get(key)
+            p = inspect.signature(cls.Config).parameters.get(key)
             if p is not None and p.default is not inspect.Parameter.empty:
                 v = p.default
                 return ",".join(str(h) for h in v) if isinstance(v, (list, tuple)) else str(v)

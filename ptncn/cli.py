@@ -93,12 +93,12 @@ def _resume(args) -> int:
 def _eval(args) -> int:
     import json
 
-    from .harness import default_eval_split, evaluate, load_config, make_task
+    from .harness import evaluate, load_config, make_task
     from .learner import load_learner
 
     cfg = load_config(args.config, args.set)
     probe = make_task(cfg, "train", args.data_dir)
-    split = args.split or default_eval_split(probe)
+    split = args.split or probe.default_eval_split
     task = make_task(cfg, split, args.data_dir)
     model = load_learner(args.model)
     m = evaluate(model, task, args.batches)
@@ -141,15 +141,14 @@ def _summary(args) -> int:
 
 
 def _info(args) -> int:
-    from .learner import load_learner, read_model_file
+    from .learner import load_learner
 
-    meta, _ = read_model_file(args.file)
     m = load_learner(args.file)
-    opt = getattr(m, "optimizer", None)
-    print(json.dumps({"class": meta.get("class", "PTNCN"), "config": meta.get("config"),
+    opt = m.optimizer
+    print(json.dumps({"learner": m.name, "class": type(m).__name__, "config": m.config_dict(),
                       "optimizer": opt.hyperparams() if opt is not None else None,
-                      "optimizer_steps": getattr(opt, "t", None),
-                      "steps_taken": getattr(m, "steps_taken", None),
+                      "optimizer_steps": opt.t if opt is not None else None,
+                      "steps_taken": m.steps_taken,
                       "params": {k: list(v.shape) for k, v in m.params.items()}}, indent=2,
                      default=str))
     return 0

@@ -6,7 +6,7 @@ wrong type, are errors naming the key and what is allowed::
     name = "ptb_char_small"
     seed = 1234
     [task]        name = "ptb_char", batch_size = 50, ... (the task's own options)
-    [model]       learner = "ptncn", hidden = [250, 250], act = "tanh", ... (PTNCN options)
+    [model]       learner = "ptncn", hidden = [250, 250], ... (the fields of the learner's Config)
     [optimizer]   name = "nesterov", lr = 0.075, momentum = 0.95, ...
     [train]       batches, time_budget_s, eval_every, eval_batches (periodic evaluation),
                   final_eval_batches (0 = the whole evaluation set), eval_split, checkpoint_every
@@ -22,16 +22,19 @@ A run writes into its output folder (default ``runs/<name>``): ``run.h5``
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import json
-import math
 import os
 import time
 import tomllib
+import types
+import typing
 
 import numpy as np
 
-from .simulate import Simulation, step_loss, step_sq_error
+from .learner import REGISTRY, learner_class
+from .simulate import Simulation, simulate
 
 # ---------------------------------------------------------------------------
 # config schema
@@ -44,23 +47,11 @@ TASKS = {
     "bit_recall": ("ptncn.data.bitrecall", "BitRecall", {}),
     "cyclic": ("ptncn.data.synthetic", "CyclicSymbols", {}),
 }
-#: ``[model] learner = ...`` -> class name in :data:`ptncn.learner.LEARNER_CLASSES`.
-#: Every learner class takes ``(x_dim, *, seed, optimizer, lr, momentum, weight_decay,
-#: max_norm, optimizer_options, **model_options)``; the model options allowed in a
-#: config are the other keyword arguments of its constructor.
-LEARNERS = {
-    "ptncn": "PTNCN",
-    "rtrl": "RTRL",
-    "uoro": "UORO",
-    "nobacktrack": "NoBackTrack",
-    "tbptt": "TBPTT",
-    "bptt": "BPTT",
-    "esn": "ESN",
-    "spiking_ptncn": "SpikingPTNCN",
-}
-#: constructor arguments filled by the harness, not by [model]
-HARNESS_ARGS = ("x_dim", "seed", "optimizer", "lr", "momentum", "weight_decay", "max_norm",
-                "optimizer_options")
+#: ``[model] learner = ...`` names a learner of :data:`ptncn.learner.REGISTRY`; the
+#: allowed [model] keys are the fields of its ``Config`` but these (the harness fills them)
+HARNESS_FIELDS = ("x_dim", "seed")
+#: TOML value types a config field of this Python type accepts (arrays: see _toml_types)
+TOML_TYPES = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}
 
 TOP_KEYS = {"name": str, "seed": int, "description": str, "task": dict, "model": dict,
             "optimizer": dict, "train": dict, "record": dict}
@@ -86,13 +77,28 @@ class ConfigError(ValueError):
     """A config file is malformed: unknown key, wrong type, unknown name."""
 
 
+@dataclasses.dataclass(frozen=True)
+class ListOf:
+    """A TOML array whose items have the types ``items`` (None: any)."""
+
+    items: tuple | None
+
+    @property
+    def __name__(self) -> str:
+        return "list" if self.items is None else \
+            "list of " + " or ".join(t.__name__ for t in self.items)
+
+
 def _type_ok(v, t) -> bool:
     if t is None:
         return True
-    ts = t if isinstance(t, tuple) else (t,)
-    if isinstance(v, bool) and bool not in ts:
-        return False
-    return isinstance(v, ts)
+    return any(_is(v, x) for x in (t if isinstance(t, tuple) else (t,)))
+
+
+def _is(v, t) -> bool:
+    if isinstance(t, ListOf):
+        return isinstance(v, list) and all(_type_ok(e, t.items) for e in v)
+    return isinstance(v, t) and (t is bool or not isinstance(v, bool))
 
 
 def _check_keys(section: str, d: dict, allowed: dict) -> None:
@@ -137,10 +143,7 @@ def validate(cfg: dict) -> dict:
     out["task"] = task
     model = dict(cfg["model"])
     learner = model.pop("learner", "ptncn")
-    if learner not in LEARNERS:
-        raise ConfigError(f"model.learner = {learner!r}: allowed {', '.join(LEARNERS)}")
-    allowed = _signature_keys(learner_cls(learner), exclude=HARNESS_ARGS)
-    _check_keys("model.", model, allowed)
+    _check_keys("model.", model, model_schema(learner_cls(learner).Config))
     out["model"] = {"learner": learner, **model}
     opt = {**DEFAULTS["optimizer"], **cfg.get("optimizer", {})}
     _check_keys("optimizer.", opt, OPTIMIZER_KEYS)
@@ -201,17 +204,40 @@ def make_task(cfg: dict, split: str = "train", data_dir=None):
     return cls(**kw)
 
 
-def default_eval_split(task) -> str:
-    """PTB has a validation split; the video tasks evaluate on their test pool."""
-    return "valid" if type(task).__name__.startswith("PTB") else "test"
-
-
 def learner_cls(name: str):
     """The class behind ``[model] learner = name`` (imported on first use)."""
-    from .learner import learner_class
-    if name not in LEARNERS:
-        raise ConfigError(f"model.learner = {name!r}: allowed {', '.join(LEARNERS)}")
-    return learner_class(LEARNERS[name])
+    if name not in REGISTRY:
+        raise ConfigError(f"model.learner = {name!r}: allowed {', '.join(REGISTRY)}")
+    return learner_class(name)
+
+
+def model_schema(config_cls) -> dict:
+    """The [model] keys of a learner's config dataclass -> the TOML types each accepts
+    (None: not checked here; the config checks its values when it is built)."""
+    try:
+        hints = typing.get_type_hints(config_cls)
+    except (NameError, TypeError):
+        hints = {}
+    return {f.name: _toml_types(hints.get(f.name)) for f in dataclasses.fields(config_cls)
+            if f.name not in HARNESS_FIELDS}
+
+
+def _toml_types(tp) -> tuple | None:
+    """The TOML types a field annotated ``tp`` accepts (None: any)."""
+    union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    out: list = []
+    for a in (typing.get_args(tp) if union else (tp,)):
+        origin, args = typing.get_origin(a) or a, typing.get_args(a)
+        if a is type(None):
+            continue
+        if origin in (tuple, list):           # tuple[int, ...], list[str]: an array
+            same = len(args) == 1 or (len(args) == 2 and args[1] is Ellipsis)
+            out.append(ListOf(_toml_types(args[0]) if same else None))
+        elif origin in TOML_TYPES:
+            out += [t for t in TOML_TYPES[origin] if t not in out]
+        else:
+            return None
+    return tuple(out) or None
 
 
 def make_learner(cfg: dict, x_dim: int):
@@ -222,10 +248,13 @@ def make_learner(cfg: dict, x_dim: int):
     kw = {k: opt.pop(k) for k in ("lr", "momentum", "weight_decay", "max_norm") if k in opt}
     if name not in ("momentum", "nesterov"):
         kw.pop("momentum", None)
-    if "hidden" in model and isinstance(model["hidden"], list):
-        model["hidden"] = tuple(model["hidden"])
     return cls(x_dim, seed=cfg["seed"], optimizer=name, optimizer_options=opt or None,
                **kw, **model)
+
+
+def first_batches(task, max_batches: int = 0) -> range:
+    """Indices of ``task``'s first ``max_batches`` batches (0: all of them)."""
+    return range(task.n_batches if not max_batches else min(max_batches, task.n_batches))
 
 
 def evaluate(learner, task, max_batches: int = 0) -> dict:
@@ -233,68 +262,34 @@ def evaluate(learner, task, max_batches: int = 0) -> dict:
 
     loss: mean NLL (nats) per scored token for one-hot tasks (also bpc and ppl),
     BCE summed over pixels per scored frame for binary tasks (also mse per
-    frame); bit_accuracy for the bit-recall task.
+    frame); and the task's own ``step_metrics`` (bit_accuracy for bit recall),
+    each a mean per scored row.
     """
-    kind = task.kind
-    bit_acc = None
-    if type(task).__name__ == "BitRecall":
-        from .data.bitrecall import bit_accuracy as bit_acc
-    n = task.n_batches if not max_batches else min(max_batches, task.n_batches)
-    loss = sq = count = 0.0
-    acc_sum = acc_n = 0.0
-    for i in range(n):
-        x, m, sc = task.batch(i)
-        learner.reset(x.shape[1])
-        for t in range(x.shape[0]):
-            pred = learner.step(x[t], m[t], learn=False)
-            k = float(sc[t].sum())
-            if not k:
-                continue
-            loss += step_loss(kind, pred, x[t], sc[t])
-            count += k
-            if kind == "binary":
-                sq += step_sq_error(pred, x[t], sc[t])
-            if bit_acc is not None:
-                a = bit_acc(pred[None], x[t][None], sc[t][None])
-                acc_sum, acc_n = acc_sum + a * k, acc_n + k
-    out = {"batches": n, "scored": count, "loss": loss / count if count else float("nan")}
-    if kind == "onehot":
-        out["bpc"] = out["loss"] / math.log(2)
-        out["ppl"] = math.exp(min(out["loss"], 700))
-    else:
-        out["bce_per_frame"] = out["loss"]
-        out["mse_per_frame"] = sq / count if count else float("nan")
-    if acc_n:
-        out["bit_accuracy"] = acc_sum / acc_n
+    sums: dict[str, float] = {}
+    total = {"loss": 0.0, "scored": 0.0}
+
+    def on_step(s):
+        if s.scored:
+            total["loss"] += s.loss
+            total["scored"] += s.scored
+            for k, v in task.step_metrics(s.pred, s.x, s.score).items():
+                sums[k] = sums.get(k, 0.0) + v
+    batches = first_batches(task, max_batches)
+    for _ in simulate(learner, task, batches, learn=False, on_step=on_step):
+        pass
+    count = total["scored"]
+    out = {"batches": len(batches), "scored": count,
+           "loss": total["loss"] / count if count else float("nan")}
+    out.update(task.loss_metrics(out["loss"]))
+    out.update({k: v / count for k, v in sums.items()})
     return out
 
 
 def trivial_baselines(train_task, eval_task, max_batches: int = 0) -> dict:
-    """Scores of predictors that learn nothing, on the same evaluation data.
-
-    Video tasks: "copy the last frame" and "the mean training frame"; one-hot
-    tasks: the unigram (symbol frequencies of the training data's first batches).
-    """
-    n = eval_task.n_batches if not max_batches else min(max_batches, eval_task.n_batches)
-    if type(eval_task).__name__ == "BouncingDigits":
-        from .data import bouncing
-        cl = bouncing.copy_last_frame_bce(eval_task, n_batches=n)
-        mf = bouncing.mean_frame_bce(eval_task, train_task, n_batches=n)
-        return {"copy_last_frame": {"bce_per_frame": cl["bce"], "mse_per_frame": cl["mse"]},
-                "mean_frame": {"bce_per_frame": mf["bce"], "mse_per_frame": mf["mse"]}}
-    if eval_task.kind == "onehot":
-        counts = np.ones(eval_task.x_dim)
-        for i in range(min(20, train_task.n_batches)):
-            x, m, _ = train_task.batch(i)
-            counts += (x * m).sum(axis=(0, 1))
-        p = counts / counts.sum()
-        loss = cnt = 0.0
-        for i in range(n):
-            x, m, sc = eval_task.batch(i)
-            loss -= float((np.log(p)[None, None, :] * x * sc).sum())
-            cnt += float(sc.sum())
-        return {"unigram": {"bpc": loss / cnt / math.log(2), "loss": loss / cnt}}
-    return {}
+    """Scores of predictors that learn nothing, on the same evaluation data
+    (the task's ``trivial_baselines``: e.g. the unigram for one-hot tasks, "copy
+    the last frame" and "the mean training frame" for video)."""
+    return eval_task.trivial_baselines(train_task, len(first_batches(eval_task, max_batches)))
 
 
 def _recorder(cfg, path, learner):
@@ -303,19 +298,20 @@ def _recorder(cfg, path, learner):
     rec = Recorder(path, buffer_steps=r["buffer_steps"], flush_seconds=r["flush_seconds"],
                    compression=None if r["compression"] == "none" else r["compression"])
     for name in r["traces"]:
-        if name == "loss" or name.startswith("norm_") or name in learner.params:
-            rec.add(name, every=r["every"])
-        else:
-            rec.add(name, rows=r["rows"], every=r["every"])
+        rows = r["rows"] if name in learner.recordable and _per_row(learner, name) else None
+        rec.add(name, rows=rows, every=r["every"])
     return rec
+
+
+def _per_row(learner, name: str) -> bool:
+    """True for quantities with one row per sequence (their shape follows the batch)."""
+    return learner.quantity_shape(name, 1) != learner.quantity_shape(name, 2)
 
 
 def train(cfg: dict, out_dir: str | None = None, data_dir=None, quiet: bool = False,
           resume: bool = False, plots: bool = True, log=None) -> dict:
     """Run (or resume) the training described by ``cfg``; returns the final metrics."""
-    if log is None:
-        def log(msg):
-            print(msg, flush=True)
+    log = log or (lambda msg: print(msg, flush=True))
     out_dir = out_dir or os.path.join("runs", cfg["name"])
     os.makedirs(out_dir, exist_ok=True)
     paths = {k: os.path.join(out_dir, v) for k, v in
@@ -323,29 +319,13 @@ def train(cfg: dict, out_dir: str | None = None, data_dir=None, quiet: bool = Fa
               ("final", "final.npz"), ("config", "config.json"), ("metrics", "metrics.json"))}
     tr = cfg["train"]
     task = make_task(cfg, "train", data_dir)
-    split = tr["eval_split"] or default_eval_split(task)
+    split = tr["eval_split"] or task.default_eval_split
     eval_task = make_task(cfg, split, data_dir)
     with open(paths["config"], "w") as f:
         json.dump(cfg, f, indent=2)
-    rec_factory = (lambda learner: _recorder(cfg, paths["run"], learner))
-    ckpt_every = tr["checkpoint_every"]
-    if resume:
-        from .learner import load_learner
-        probe = load_learner(paths["ckpt"])
-        sim = Simulation.resume(paths["ckpt"], task, recorder=rec_factory(probe),
-                                checkpoint_every=ckpt_every,
-                                progress=False if quiet else None)
-        learner = sim.learner
-        log(f"resuming {cfg['name']} at step {sim.step} (batch {sim.position[0]})")
-    else:
-        learner = make_learner(cfg, task.x_dim)
-        sim = Simulation(learner, task, tr["batches"], recorder=rec_factory(learner),
-                         checkpoint_every=ckpt_every, checkpoint_path=paths["ckpt"],
-                         progress=False if quiet else None,
-                         attrs={"config": cfg, "seed": cfg["seed"]})
-    best = {"loss": float("inf")}
-    history = []
-    t0 = time.perf_counter()
+    sim = _simulation(cfg, task, paths, quiet, resume, log)
+    learner = sim.learner
+    best, history, t0 = {"loss": float("inf")}, [], time.perf_counter()
 
     def batch_end(sim, b, mean_loss):
         if tr["eval_every"] and (b + 1) % tr["eval_every"] == 0:
@@ -368,26 +348,49 @@ def train(cfg: dict, out_dir: str | None = None, data_dir=None, quiet: bool = Fa
     if final["loss"] < best["loss"]:
         best.update(final)
         learner.save(paths["best"])
-    baselines = trivial_baselines(task, eval_task, tr["final_eval_batches"])
-    metrics = {"name": cfg["name"], "split": split, "final": final, "baselines": baselines,
-               "best": {k: v for k, v in best.items()}, "history": history,
-               "train": {"steps": res.steps, "batches": res.batches, "seconds": res.seconds,
-                         "steps_per_s": res.steps_per_s,
-                         "mean_loss_last_batches": float(np.nanmean(res.train_loss[-20:]))
-                         if res.train_loss else float("nan")},
+    metrics = {"name": cfg["name"], "split": split, "final": final,
+               "baselines": trivial_baselines(task, eval_task, tr["final_eval_batches"]),
+               "best": dict(best), "history": history, "train": _train_summary(res),
                "data": task.identity(), "eval_data": eval_task.identity()}
     with open(paths["metrics"], "w") as f:
         json.dump(metrics, f, indent=2, default=float)
-    log(_fmt(f"final {split}", final))
-    for name, b in baselines.items():
-        log(f"  {name} predictor on the same data: " +
-            ", ".join(f"{k} {v:.4f}" for k, v in b.items()))
-    log(f"trained {res.steps} steps in {res.seconds:.0f} s ({res.steps_per_s:.0f} steps/s); "
-        f"wrote {out_dir}")
+    _log_final(log, metrics, res, out_dir)
     if plots:
         from .analysis import plot_run
         plot_run(paths["run"], os.path.join(out_dir, "plots"))
     return metrics
+
+
+def _simulation(cfg: dict, task, paths: dict, quiet: bool, resume: bool, log) -> Simulation:
+    """A new run's Simulation, or the one resuming from the run's checkpoint."""
+    tr, progress = cfg["train"], False if quiet else None
+    if resume:
+        from .learner import load_learner
+        probe = load_learner(paths["ckpt"])
+        sim = Simulation.resume(paths["ckpt"], task, recorder=_recorder(cfg, paths["run"], probe),
+                                checkpoint_every=tr["checkpoint_every"], progress=progress)
+        log(f"resuming {cfg['name']} at step {sim.step} (batch {sim.position[0]})")
+        return sim
+    learner = make_learner(cfg, task.x_dim)
+    return Simulation(learner, task, tr["batches"], recorder=_recorder(cfg, paths["run"], learner),
+                      checkpoint_every=tr["checkpoint_every"], checkpoint_path=paths["ckpt"],
+                      progress=progress, attrs={"config": cfg, "seed": cfg["seed"]})
+
+
+def _train_summary(res) -> dict:
+    return {"steps": res.steps, "batches": res.batches, "seconds": res.seconds,
+            "steps_per_s": res.steps_per_s,
+            "mean_loss_last_batches": float(np.nanmean(res.train_loss[-20:]))
+            if res.train_loss else float("nan")}
+
+
+def _log_final(log, metrics: dict, res, out_dir: str) -> None:
+    log(_fmt(f"final {metrics['split']}", metrics["final"]))
+    for name, b in metrics["baselines"].items():
+        log(f"  {name} predictor on the same data: " +
+            ", ".join(f"{k} {v:.4f}" for k, v in b.items()))
+    log(f"trained {res.steps} steps in {res.seconds:.0f} s ({res.steps_per_s:.0f} steps/s); "
+        f"wrote {out_dir}")
 
 
 def _fmt(prefix: str, m: dict) -> str:

@@ -167,27 +167,13 @@ class Recorder:
         step < resume_step first (used by checkpoint resume).
         """
         metrics = list(metrics)
-        known = list(learner.recordable) + [f"norm_{p}" for p in learner.params] + \
-            [f"norm_d{p}" for p in learner.params] + metrics
+        known = [*learner.recordable, *metrics]
         for spec in self.specs:
             if spec.name not in known:
                 raise ValueError(f"cannot record unknown variable {spec.name!r}; "
                                  f"recordable: {', '.join(known)}")
         for spec in self.specs:
-            if spec.name in metrics:
-                shape, kind = (), "metric"
-            elif spec.name.startswith("norm_"):
-                shape, kind = (), "norm"
-            else:
-                shape, kind = learner.quantity_shape(spec.name, batch), "quantity"
-            if kind == "metric":
-                meaning, unit = f"metric {spec.name!r} supplied by the simulation loop", ""
-            elif kind == "norm":
-                inner, unit = learner.describe(spec.name[5:])
-                meaning = f"Frobenius norm of {spec.name[5:]}: {inner}"
-            else:
-                meaning, unit = learner.describe(spec.name)
-            self.traces[spec.name] = _Trace(spec, shape, kind, meaning, unit, self.buffer_steps)
+            self.traces[spec.name] = self._trace(spec, learner, batch, metrics)
         tmp = None
         target = self.path
         if resume_from is not None and os.path.abspath(resume_from.path) == \
@@ -253,6 +239,17 @@ class Recorder:
         self.file = f
         self._last_flush = time.monotonic()
 
+    def _trace(self, spec: TraceSpec, learner, batch: int, metrics) -> _Trace:
+        """The trace of a declared name: a metric of the loop, or what the learner says
+        of its shape and meaning (a 0-d value of the learner is labelled a norm)."""
+        if spec.name in metrics:
+            meaning = f"metric {spec.name!r} supplied by the simulation loop"
+            return _Trace(spec, (), "metric", meaning, "", self.buffer_steps)
+        shape = tuple(learner.quantity_shape(spec.name, batch))
+        meaning, unit = learner.describe(spec.name)
+        return _Trace(spec, shape, "quantity" if shape else "norm", meaning, unit,
+                      self.buffer_steps)
+
     def _guard(self):
         if self._broken is not None:
             raise RecordingError(f"recording {self.path!r} stopped after an earlier error: "
@@ -267,11 +264,6 @@ class Recorder:
             if metrics is None or name not in metrics:
                 return None
             return np.float32(metrics[name])
-        if tr.kind == "norm":
-            try:
-                return np.float32(learner.quantity_norm(name[5:]))
-            except KeyError:
-                return None
         try:
             return tr.select(learner.quantity(name))
         except KeyError:          # not produced yet (e.g. before the first step)

@@ -3,7 +3,11 @@ checkpoints and exact resume.
 
 A *task* is any object implementing the interface of :mod:`ptncn.data.base`:
 ``batch(i) -> Batch(x, mask, score)``, deterministic in ``i``, ``identity()``,
-``kind`` ("onehot": scored by NLL; "binary": BCE summed over units).
+``step_loss(pred, x, score)`` (one step's loss summed over scored rows).
+
+:func:`simulate` is the one stepping loop: training (:class:`Simulation`),
+evaluation (:func:`ptncn.harness.evaluate`), the zero-shot protocol and
+:func:`run_batch` all step a learner through it.
 
 :class:`Simulation` steps a learner through batches ``0..n_batches-1``.  Every
 ``checkpoint_every`` steps it writes a checkpoint (learner, optimizer, RNG,
@@ -14,45 +18,87 @@ bitwise identical to an uninterrupted run.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
+from .data.base import TASK_KINDS, Batch
 from .learner import Learner
-from .metrics import nll_nats_sum
-
-_TINY = 1e-7
 
 
-def step_loss(kind: str, pred: np.ndarray, target: np.ndarray, score: np.ndarray) -> float:
-    """Summed loss of one step over scored rows: NLL (nats) for one-hot data, BCE
-    summed over units (nats per frame) for binary data."""
-    if kind == "onehot":
-        return nll_nats_sum(pred, target, score)
-    p = np.clip(np.asarray(pred, np.float64), _TINY, 1 - _TINY)
-    bce = -(target * np.log(p) + (1 - target) * np.log1p(-p)).sum(axis=-1, keepdims=True)
-    return float((bce * score).sum())
+class Step(NamedTuple):
+    """One step, as :func:`simulate` hands it to ``on_step``."""
 
-
-def step_sq_error(pred: np.ndarray, target: np.ndarray, score: np.ndarray) -> float:
-    """Squared error summed over units and scored rows."""
-    d = np.asarray(pred, np.float64) - target
-    return float(((d * d).sum(axis=-1, keepdims=True) * score).sum())
+    batch: int             # batch index
+    t: int                 # time step within the batch
+    x: np.ndarray          # (B, X) this step's input
+    mask: np.ndarray       # (B, 1)
+    score: np.ndarray      # (B, 1): 1 where the prediction counts
+    pred: np.ndarray       # the prediction of x, made before seeing it
+    loss: float            # the loss summed over the scored rows (0.0 when none)
+    scored: float          # the number of scored rows
 
 
 @dataclass
 class BatchResult:
-    """Summed loss and token count of one batch (first prediction of each sequence skipped)."""
+    """Summed loss and scored-token count of one batch (``rows``: its sequences)."""
 
+    index: int
     loss_sum: float
     tokens: float
+    rows: int
 
     @property
     def mean(self) -> float:
         return self.loss_sum / self.tokens if self.tokens else float("nan")
+
+
+def simulate(learner: Learner, task, batches: Iterable[int], *, learn: bool = True,
+             start_t: int = 0, before_step: Callable[[], None] | None = None,
+             on_step: Callable[[Step], None] | None = None) -> Iterator[BatchResult]:
+    """Step ``learner`` through ``task``'s batches ``batches``; yield each one's result.
+
+    Every batch starts new sequences (``learner.reset``), except that the first
+    continues the learner's current ones at step ``start_t`` when ``start_t`` > 0
+    (a resumed checkpoint).  Each step: ``before_step()``, ``learner.step`` (learning
+    unless ``learn=False``), the prediction scored by ``task.step_loss`` where the
+    batch's score is 1, ``on_step(Step)``.  After the last step of a batch:
+    ``learner.end_sequence(learn)``.  Lazy: a batch runs when its result is asked for.
+    """
+    for k, b in enumerate(batches):
+        x, m, sc = task.batch(b)
+        t0 = start_t if k == 0 else 0
+        if t0 == 0:
+            learner.reset(x.shape[1])
+        loss = tokens = 0.0
+        for t in range(t0, x.shape[0]):
+            if before_step is not None:
+                before_step()
+            pred = learner.step(x[t], m[t], learn=learn)
+            n = float(sc[t].sum())
+            s = task.step_loss(pred, x[t], sc[t]) if n else 0.0
+            loss, tokens = loss + s, tokens + n
+            if on_step is not None:
+                on_step(Step(b, t, x[t], m[t], sc[t], pred, s, n))
+        learner.end_sequence(learn=learn)
+        yield BatchResult(b, loss, tokens, x.shape[1])
+
+
+class _Arrays:
+    """Given arrays as a one-batch task, scored as tasks of ``kind`` are."""
+
+    def __init__(self, batch: Batch, kind: str):
+        self._batch = batch
+        self.step_loss = TASK_KINDS[kind].step_loss
+
+    def batch(self, i: int) -> Batch:
+        return self._batch
 
 
 def run_batch(learner: Learner, x: np.ndarray, mask: np.ndarray, learn: bool = True,
@@ -71,16 +117,8 @@ def run_batch(learner: Learner, x: np.ndarray, mask: np.ndarray, learn: bool = T
         score = mask.copy()
         if skip_first:
             score[0] = 0
-    learner.reset(x.shape[1])
-    loss, tokens = 0.0, 0.0
-    for t in range(x.shape[0]):
-        pred = learner.step(x[t], mask[t], learn=learn)
-        n = float(score[t].sum())
-        if n:
-            loss += step_loss(kind, pred, x[t], score[t])
-            tokens += n
-    learner.end_sequence(learn=learn)
-    return BatchResult(loss, tokens)
+    (result,) = simulate(learner, _Arrays(Batch(x, mask, score), kind), [0], learn=learn)
+    return result
 
 
 @dataclass
@@ -152,7 +190,6 @@ class Simulation:
     # -- the loop -----------------------------------------------------------------------
     def run(self) -> RunResult:
         learner, task, rec = self.learner, self.task, self.recorder
-        kind = getattr(task, "kind", "onehot")
         b0, t0 = self.position
         x0 = task.batch(b0 if b0 < self.n_batches else 0).x
         if rec is not None and rec.file is None:
@@ -162,48 +199,16 @@ class Simulation:
         bar = self._progress_bar(x0.shape[0] * self.n_batches, self.step)
         result = RunResult(0, 0, 0.0)
         t_start = time.perf_counter()
-        seen_tokens = 0.0         # scored tokens (frames) so far, for the tokens/s display
+        batches = itertools.takewhile(lambda b: not self.stop, range(b0, self.n_batches))
         try:
-            for b in range(b0, self.n_batches):
-                if self.stop:
-                    break
-                x, m, sc = task.batch(b)
-                start_t = t0 if b == b0 else 0
-                if start_t == 0:
-                    learner.reset(x.shape[1])
-                loss, tokens = 0.0, 0.0
-                for t in range(start_t, x.shape[0]):
-                    if rec is not None:
-                        rec.before_step(self.step, learner)
-                    pred = learner.step(x[t], m[t], learn=self.learn)
-                    step_l = float("nan")
-                    n = float(sc[t].sum())
-                    if n:
-                        s = step_loss(kind, pred, x[t], sc[t])
-                        loss, tokens, step_l = loss + s, tokens + n, s / n
-                    if rec is not None:
-                        rec.after_step(self.step, learner, {"loss": step_l})
-                    self.step += 1
-                    result.steps += 1
-                    self.position = (b, t + 1)
-                    if self.checkpoint_every and self.step % self.checkpoint_every == 0:
-                        if rec is not None:
-                            rec.flush()
-                        self.save_checkpoint()
-                    if bar is not None:
-                        seen_tokens += n
-                        bar.update(1)
-                        if np.isfinite(step_l):
-                            rate = seen_tokens / max(time.perf_counter() - t_start, 1e-9)
-                            bar.set_postfix(loss=f"{step_l:.3f}", tok_s=f"{rate:.0f}",
-                                            refresh=False)
-                    if self.on_step is not None:
-                        self.on_step(self)
-                learner.end_sequence(learn=self.learn)
+            for r in simulate(learner, task, batches, learn=self.learn, start_t=t0,
+                              before_step=None if rec is None else
+                              (lambda: rec.before_step(self.step, learner)),
+                              on_step=lambda s: self._after_step(s, result, bar)):
                 result.batches += 1
-                result.train_loss.append(loss / tokens if tokens else float("nan"))
+                result.train_loss.append(r.mean)
                 if self.on_batch_end is not None:
-                    self.on_batch_end(self, b, result.train_loss[-1])
+                    self.on_batch_end(self, r.index, r.mean)
             if not self.stop:
                 self.position = (self.n_batches, 0)
         finally:
@@ -214,10 +219,44 @@ class Simulation:
         result.seconds = time.perf_counter() - t_start
         return result
 
+    def _after_step(self, s: Step, result: RunResult, bar) -> None:
+        """Record, count, checkpoint, show progress and call ``on_step`` after a step."""
+        step_loss = s.loss / s.scored if s.scored else float("nan")
+        if self.recorder is not None:
+            self.recorder.after_step(self.step, self.learner, {"loss": step_loss})
+        self.step += 1
+        result.steps += 1
+        self.position = (s.batch, s.t + 1)
+        if self.checkpoint_every and self.step % self.checkpoint_every == 0:
+            if self.recorder is not None:
+                self.recorder.flush()
+            self.save_checkpoint()
+        if bar is not None:
+            bar.update(s.scored, step_loss)
+        if self.on_step is not None:
+            self.on_step(self)
+
     def _progress_bar(self, total: int, initial: int):
         show = self.progress if self.progress is not None else sys.stderr.isatty()
         if not show:
             return None
         from tqdm import tqdm
-        return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
-                    desc=type(self.learner).__name__)
+        return _Progress(tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
+                              desc=type(self.learner).__name__))
+
+
+class _Progress:
+    """A run's progress bar: steps, the last step's loss, scored tokens (frames) per second."""
+
+    def __init__(self, bar):
+        self.bar, self.seen, self.t0 = bar, 0.0, time.perf_counter()
+
+    def update(self, scored: float, step_loss: float) -> None:
+        self.seen += scored
+        self.bar.update(1)
+        if np.isfinite(step_loss):
+            rate = self.seen / max(time.perf_counter() - self.t0, 1e-9)
+            self.bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{rate:.0f}", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()

@@ -8,7 +8,7 @@ in the config and writes ``results.json``, ``zeroshot.md`` (the table) and
 1. train theta_A on A and theta_B on B (upper reference); a fresh init is the floor;
 2. on B's held-out sequences, the per-frame loss (each frame scored before it
    is seen) under (i) theta_A frozen with correction, (ii) theta_A frozen
-   without correction (beta = 0, so y = z), the upper reference and the floor;
+   without correction (P-TNCN's beta = 0, so y = z), the upper reference and the floor;
    (iii) theta_A with online updates on B's training stream, scored on B's
    test set after each count of adaptation sequences in ``adapt``;
 3. forgetting: A's test loss under (i) before and after the adaptation.
@@ -34,13 +34,15 @@ A zero-shot config names the two task configs and what to vary::
 
 A learner other than the task config's own keeps only the config's output
 function (``out``) from its ``[model]``; its options come from ``[learner.<name>]``.
-Correction only exists in learners with an error-correction phase (a ``beta``
-in their config: P-TNCN and its spiking twin); the others run (ii) and (iii).
+Correction only exists in learners with an error-correction phase (those that name
+the config key switching it off, ``correction_key``: P-TNCN and its spiking twin, whose
+``beta`` it is); the others run (ii) and (iii).
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import os
@@ -49,9 +51,10 @@ import tomllib
 
 import numpy as np
 
-from .harness import (LEARNERS, ConfigError, _check_keys, apply_overrides, default_eval_split,
-                      make_learner, make_task, train, validate)
-from .simulate import step_loss
+from .harness import (ConfigError, _check_keys, apply_overrides, first_batches, make_learner,
+                      make_task, train, validate)
+from .learner import REGISTRY, load_learner
+from .simulate import Simulation, simulate
 
 ZS_TOP = {"name": str, "description": str, "zeroshot": dict, "learner": dict}
 ZS_KEYS = {"a": str, "b": str, "seeds": list, "adapt": list, "adapt_batch": int,
@@ -106,8 +109,8 @@ def load_zeroshot_config(path, overrides=()) -> dict:
     learner_tables = raw.get("learner", {})
     for name, table in learner_tables.items():
         _check_keys(f"learner.{name}.", table, {"set": list, "adapt_lr": (int, float)})
-        if name not in LEARNERS:       # tables of unlisted learners are kept for --set
-            raise ConfigError(f"[learner.{name}]: unknown learner; allowed: {', '.join(LEARNERS)}")
+        if name not in REGISTRY:       # tables of unlisted learners are kept for --set
+            raise ConfigError(f"[learner.{name}]: unknown learner; allowed: {', '.join(REGISTRY)}")
     base = os.path.dirname(os.path.abspath(path))
     cfgs = {}
     for name in zs["learners"]:
@@ -149,50 +152,49 @@ def frame_losses(learner, task, max_batches: int = 0, errors=()) -> dict:
     squared norm of that error unit at frame t.  The state is reset for every
     batch, so each sequence starts from zero whatever was evaluated before.
     """
-    n = task.n_batches if not max_batches else min(max_batches, task.n_batches)
-    loss_t = count_t = None
-    err = {}
-    for i in range(n):
-        x, m, sc = task.batch(i)
-        T, B = x.shape[:2]
-        if loss_t is None:
-            loss_t, count_t = np.zeros(T), np.zeros(T)
-            err = {e: np.zeros(T) for e in errors}
-            rows_t = np.zeros(T)
-        learner.reset(B)
-        for t in range(T):
-            pred = learner.step(x[t], m[t], learn=False)
-            k = float(sc[t].sum())
-            if k:
-                loss_t[t] += step_loss(task.kind, pred, x[t], sc[t])
-                count_t[t] += k
-            mt = np.asarray(m[t], np.float64).reshape(B, 1)
-            rows_t[t] += float(mt.sum())
-            for e in errors:
-                q = np.asarray(learner.quantity(e), np.float64)
-                err[e][t] += float(((q * q).sum(axis=-1, keepdims=True) * mt).sum())
+    acc = {k: {} for k in ("loss", "count", "rows")}      # name -> {t: sum over rows}
+    err = {e: {} for e in errors}
+
+    def add(d, t, v):
+        d[t] = d.get(t, 0.0) + v
+
+    def on_step(s):
+        if s.scored:
+            add(acc["loss"], s.t, s.loss)
+            add(acc["count"], s.t, s.scored)
+        mt = np.asarray(s.mask, np.float64).reshape(-1, 1)
+        add(acc["rows"], s.t, float(mt.sum()))
+        for e in errors:
+            q = np.asarray(learner.quantity(e), np.float64)
+            add(err[e], s.t, float(((q * q).sum(axis=-1, keepdims=True) * mt).sum()))
+    for _ in simulate(learner, task, first_batches(task, max_batches), learn=False,
+                      on_step=on_step):
+        pass
+    T = 1 + max(acc["rows"], default=-1)
+
+    def per_t(d):
+        return np.array([d.get(t, 0.0) for t in range(T)])
+    loss, count, rows = (per_t(acc[k]) for k in ("loss", "count", "rows"))
     with np.errstate(invalid="ignore", divide="ignore"):
-        lt = loss_t / count_t
-        out = {"loss_t": lt, "count_t": count_t,
-               "mean": float(loss_t[1:].sum() / count_t[1:].sum()),
-               "err_t": {e: v / rows_t for e, v in err.items()}}
-    return out
+        return {"loss_t": loss / count, "count_t": count,
+                "mean": float(loss[1:].sum() / count[1:].sum()),
+                "err_t": {e: per_t(d) / rows for e, d in err.items()}}
 
 
 def has_correction(learner) -> bool:
-    """True for learners with an error-correction phase (a ``beta`` in their config)."""
-    cfg = getattr(learner, "config", None)
-    return cfg is not None and hasattr(cfg, "beta")
+    """True for learners with an error-correction phase (``correction_key`` names the
+    config key that switches it off)."""
+    return learner.correction_key is not None
 
 
 def load_frozen(path, correction: bool = True):
-    """Load a trained learner; ``correction=False`` sets beta = 0 (so y = z) in learners
-    that have a correction phase (the others load unchanged)."""
-    from .learner import load_learner
+    """Load a trained learner; ``correction=False`` switches its correction phase off
+    (``correction_key`` = 0, e.g. P-TNCN's beta = 0, so y = z) in learners that have
+    one (the others load unchanged)."""
     learner = load_learner(path)
     if correction or not has_correction(learner):
         return learner
-    return load_learner(path, beta=0.0)
+    return load_learner(path, **{learner.correction_key: 0.0})
 
 
 def adapt_curve(learner, adapt_task, test_task, counts, test_batches: int = 0, lr: float = 0):
@@ -204,16 +206,13 @@ def adapt_curve(learner, adapt_task, test_task, counts, test_batches: int = 0, l
     count in ``counts`` (sequences are consumed a whole batch at a time, so a
     count is reached or passed by the stream's batch size).
     """
-    from .simulate import run_batch
-    if lr and getattr(learner, "optimizer", None) is not None:
+    if lr and learner.optimizer is not None:
         learner.optimizer.lr = float(lr)
-    curve, seen, j = [], 0, 0
+    stream = simulate(learner, adapt_task, itertools.count(), learn=True)
+    curve, seen = [], 0
     for target in counts:
         while seen < target:
-            b = adapt_task.batch(j)
-            run_batch(learner, b.x, b.mask, learn=True, kind=adapt_task.kind, score=b.score)
-            seen += b.x.shape[1]
-            j += 1
+            seen += next(stream).rows
         curve.append((seen, frame_losses(learner, test_task, test_batches)["mean"]))
     return curve
 
@@ -238,7 +237,6 @@ def mean_ci(values) -> dict:
 def run_seed(cfg_a: dict, cfg_b: dict, seed: int, protocol: dict, out_dir: str,
              data_dir=None, log=print, traces: bool = False) -> dict:
     """One seed of the protocol for one learner; returns its raw numbers."""
-    from .learner import load_learner
     cfg_a = copy.deepcopy(cfg_a)
     cfg_b = copy.deepcopy(cfg_b)
     cfg_a["seed"] = cfg_b["seed"] = seed
@@ -248,8 +246,8 @@ def run_seed(cfg_a: dict, cfg_b: dict, seed: int, protocol: dict, out_dir: str,
         raise ZeroShotError(f"families A ({type(task_a).__name__}, x_dim {task_a.x_dim}, "
                             f"{task_a.kind}) and B ({type(task_b).__name__}, x_dim "
                             f"{task_b.x_dim}, {task_b.kind}) need the same input size and kind")
-    test_a = make_task(cfg_a, default_eval_split(task_a), data_dir)
-    test_b = make_task(cfg_b, default_eval_split(task_b), data_dir)
+    test_a = make_task(cfg_a, task_a.default_eval_split, data_dir)
+    test_b = make_task(cfg_b, task_b.default_eval_split, data_dir)
     t0 = time.perf_counter()
     dirs = {k: os.path.join(out_dir, k) for k in ("A", "B")}
     quiet_log = (lambda msg: None)
@@ -263,18 +261,8 @@ def run_seed(cfg_a: dict, cfg_b: dict, seed: int, protocol: dict, out_dir: str,
     errors = tuple(e for e in ERROR_UNITS if e in probe.recordable)
     res = {"seed": seed, "correction": corr, "errors": list(errors),
            "train_seconds": {"A": m_a["train"]["seconds"], "B": m_b["train"]["seconds"]}}
-    cond = {}
-    if corr:
-        cond["i_frozen_corrected"] = frame_losses(load_frozen(theta_a, True), test_b, tb, errors)
-        cond["ii_frozen_uncorrected"] = frame_losses(load_frozen(theta_a, False), test_b, tb,
-                                                     errors)
-    else:
-        cond["ii_frozen_uncorrected"] = frame_losses(probe, test_b, tb, errors)
-    cond["upper_trained_on_B"] = frame_losses(load_learner(theta_b), test_b, tb, errors)
     floor = make_learner(cfg_a, task_a.x_dim)
-    cond["floor_random_init"] = frame_losses(floor, test_b, tb, errors)
-    # the same trained model on its own family, for the error-unit comparison
-    cond["A_on_A"] = frame_losses(load_learner(theta_a), test_a, tb, errors)
+    cond = _frozen_conditions(theta_a, theta_b, floor, test_a, test_b, tb, errors)
     res["conditions"] = {k: {"mean": v["mean"], "loss_t": v["loss_t"].tolist(),
                              "err_t": {e: a.tolist() for e, a in v["err_t"].items()}}
                          for k, v in cond.items()}
@@ -303,11 +291,24 @@ def run_seed(cfg_a: dict, cfg_b: dict, seed: int, protocol: dict, out_dir: str,
     return res
 
 
+def _frozen_conditions(theta_a, theta_b, floor, test_a, test_b, tb: int, errors) -> dict:
+    """Frame losses on B of (i) theta_A with correction (learners that have it), (ii)
+    without, the upper reference theta_B, the ``floor`` and theta_A on A's own test set."""
+    cond = {}
+    if has_correction(load_learner(theta_a)):
+        cond["i_frozen_corrected"] = frame_losses(load_frozen(theta_a, True), test_b, tb, errors)
+    cond["ii_frozen_uncorrected"] = frame_losses(load_frozen(theta_a, False), test_b, tb, errors)
+    cond["upper_trained_on_B"] = frame_losses(load_learner(theta_b), test_b, tb, errors)
+    cond["floor_random_init"] = frame_losses(floor, test_b, tb, errors)
+    # the same trained model on its own family, for the error-unit comparison
+    cond["A_on_A"] = frame_losses(load_learner(theta_a), test_a, tb, errors)
+    return cond
+
+
 def record_traces(theta_a, test_b, path) -> str:
-    """Record theta_A's first B test batch (weights frozen, trained beta) with its
+    """Record theta_A's first B test batch (weights frozen, with correction) with its
     neural quantities."""
     from .record import Recorder
-    from .simulate import Simulation
     learner = load_frozen(theta_a, True)
     rec = Recorder(path)
     for name in ("x", "x_mu", *ERROR_UNITS, "z1", "y1", "z2", "y2", "h"):

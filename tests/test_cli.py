@@ -31,3 +31,13 @@ def test_bad_file_gives_one_clear_error(tmp_path, capsys):
     assert main(["info", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "corrupt" in err and "Traceback" not in err
+
+
+def test_info_shows_the_learner_and_config_of_any_model(tmp_path, capsys):
+    from ptncn.baselines.bptt import TBPTT
+    path = tmp_path / "tbptt.npz"
+    TBPTT(3, hidden=5, k=4, seed=2).save(path)
+    assert main(["info", str(path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["learner"] == "tbptt" and info["class"] == "TBPTT"
+    assert info["config"]["k"] == 4 and info["config"]["hidden"] == 5

@@ -23,14 +23,14 @@ BASE = {"name": "t", "seed": 3,
 
 @pytest.mark.parametrize("path", sorted(f for f in os.listdir(MODELS) if f.endswith(".toml")))
 def test_every_shipped_config_validates(path):
-    from ptncn.harness import LEARNERS
+    from ptncn.learner import REGISTRY
     if path.startswith("zeroshot_"):          # protocol configs naming two task configs
         from ptncn.zeroshot import load_zeroshot_config
         zs = load_zeroshot_config(os.path.join(MODELS, path))
         assert zs["configs"] and all({"a", "b"} <= set(p) for p in zs["configs"].values())
         return
     cfg = load_config(os.path.join(MODELS, path))
-    assert cfg["name"] and cfg["model"]["learner"] in LEARNERS
+    assert cfg["name"] and cfg["model"]["learner"] in REGISTRY
 
 
 @pytest.mark.parametrize("change,match", [
@@ -40,6 +40,10 @@ def test_every_shipped_config_validates(path):
     ({"model": {"hiden": [3]}}, r"unknown key model.'hiden'"),
     ({"model": {"learner": "lstm"}}, r"allowed ptncn"),
     ({"optimizer": {"name": "sgd", "lr": "fast"}}, r"optimizer.lr = 'fast': expected int or float"),
+    ({"model": {"hidden": [12, "a"]}}, r"model.hidden = \[12, 'a'\]: expected list of int"),
+    ({"model": {"beta": "big"}}, r"model.beta = 'big': expected int or float"),
+    ({"model": {"learner": "tbptt", "hidden": [4]}}, r"model.hidden = \[4\]: expected int"),
+    ({"model": {"learner": "tbptt", "k": 2.5}}, r"model.k = 2.5: expected int"),
     ({"train": {"batches": 2.5}}, r"train.batches = 2.5: expected int"),
     ({"train": {"batches": True}}, r"train.batches = True: expected int"),
 ])
@@ -114,3 +118,27 @@ def test_cli_bad_config_is_one_clear_error(tmp_path, capsys):
     assert main(["train", str(p), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "batchsize" in err and "Traceback" not in err
+
+
+def test_tasks_declare_split_metrics_and_baselines():
+    from ptncn.data.bitrecall import BitRecall, bit_accuracy
+    from ptncn.harness import trivial_baselines
+    task = BitRecall(n_bits=3, batch_size=4, seed=1, n_batches=2)
+    assert task.default_eval_split == "test"
+    learner = make_learner(validate({**BASE, "task": {"name": "bit_recall", "n_bits": 3},
+                                     "model": {"hidden": [6, 5], "out": "sigmoid"}}), 3)
+    m = evaluate(learner, task)
+    hits = n = 0.0
+    for i in range(2):                      # by hand: the recalled bits' predictions
+        x, mask, sc = task.batch(i)
+        learner.reset(4)
+        preds = np.stack([learner.step(x[t], mask[t], learn=False) for t in range(len(x))])
+        k = sc.sum()
+        hits, n = hits + bit_accuracy(preds, x, sc) * k, n + k
+    assert m["bit_accuracy"] == pytest.approx(hits / n)
+    assert set(m) == {"batches", "scored", "loss", "bce_per_frame", "mse_per_frame",
+                      "bit_accuracy"}
+    assert trivial_baselines(task, task) == {}
+    cyc = make_task(validate(BASE), "test")
+    uni = trivial_baselines(make_task(validate(BASE), "train"), cyc, 2)["unigram"]
+    assert uni["bpc"] == pytest.approx(uni["loss"] / np.log(2)) and uni["loss"] > 0

@@ -80,6 +80,25 @@ def test_unknown_variable_lists_recordable_names(tmp_path):
     assert not (tmp_path / "r.h5").exists()
 
 
+def test_every_name_and_its_meaning_come_from_the_learner(tmp_path):
+    pytest.importorskip("reservoirpy")
+    from ptncn.baselines.esn import ESN
+    esn = ESN(8, units=12, readout="rls", seed=0)
+    task = CyclicSymbols(batch_size=4, length=10, vocab=8, seed=0)
+    rec = Recorder(tmp_path / "r.h5").add("norm_dWout").add("norm_r").add("dWout").add("loss")
+    norms = []
+    sim = Simulation(esn, task, 1, recorder=rec)
+    sim.on_step = lambda sim: norms.append(float(np.linalg.norm(esn.quantity("dWout"))))
+    sim.run()
+    with open_recording(tmp_path / "r.h5") as r:
+        np.testing.assert_allclose(r["norm_dWout"][:], norms, rtol=1e-6)
+        assert r["norm_dWout"].attrs["meaning"] == esn.describe("norm_dWout")[0]
+        kinds = {n: r[n].attrs["kind"] for n in ("norm_dWout", "norm_r", "dWout", "loss")}
+        assert kinds == {"norm_dWout": "norm", "norm_r": "norm", "dWout": "quantity",
+                         "loss": "metric"}
+        assert r["dWout"].shape[1:] == esn.quantity_shape("dWout", 4)
+
+
 def test_bad_selections_and_options():
     with pytest.raises(ValueError, match="phase"):
         Recorder("x.h5").add("z1", phase="during")

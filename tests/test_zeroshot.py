@@ -21,6 +21,7 @@ class _Sub:
     def __init__(self, task, idx):
         self.task, self.idx = task, list(idx)
         self.kind, self.x_dim, self.n_batches = task.kind, task.x_dim, len(self.idx)
+        self.step_loss = task.step_loss
 
     def batch(self, i):
         return self.task.batch(self.idx[i])

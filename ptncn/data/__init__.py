@@ -4,15 +4,15 @@ Tasks are imported lazily by name (``ptncn.data.PTBChar`` etc.) so that using
 one never loads the others' data.
 """
 
-from .base import Batch, default_score
+from .base import Batch, BinaryTask, OneHotTask, Task, default_score
 from .files import DataError, find
 from .synthetic import CyclicSymbols, cyclic_symbols
 
 _LAZY = {"PTBChar": ".ptb", "PTBWord": ".ptb", "BouncingDigits": ".bouncing",
          "BitRecall": ".bitrecall"}
 
-__all__ = ["Batch", "default_score", "DataError", "find", "CyclicSymbols", "cyclic_symbols",
-           *_LAZY]
+__all__ = ["Batch", "Task", "OneHotTask", "BinaryTask", "default_score", "DataError", "find",
+           "CyclicSymbols", "cyclic_symbols", *_LAZY]
 
 
 def __getattr__(name):

@@ -28,21 +28,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Batch
+from .base import Batch, BinaryTask
 
 BIT, READ, RECALL = 0, 1, 2
 
 
-class BitRecall:
+class BitRecall(BinaryTask):
     """Random-access batches of the bit-recall task (see the module docstring).
 
     ``batch(i)`` depends only on (seed, i): the bits are drawn by
     ``np.random.default_rng([seed, i])``; every ``i`` is valid.  ``x`` is
     (2n+1, B, 3) float32, ``mask`` all ones, ``score`` 1 on the n recall
-    steps.
+    steps.  Evaluation also reports ``bit_accuracy`` (:func:`bit_accuracy`).
     """
 
-    kind = "binary"
     x_dim = 3
 
     def __init__(self, n_bits: int = 8, batch_size: int = 32, seed: int = 0, n_batches: int = 1000):
@@ -75,6 +74,10 @@ class BitRecall:
         return {"task": "bit_recall", "n_bits": self.n_bits, "batch_size": self.batch_size,
                 "seed": self.seed, "n_batches": self.n_batches,
                 "encoding": "x = [bit, read flag, recall flag]; cue = [0, 1, 1]"}
+
+    def step_metrics(self, pred, x, score) -> dict:
+        acc = bit_accuracy(pred[None], x[None], score[None]) * float(score.sum())
+        return {**super().step_metrics(pred, x, score), "bit_accuracy": acc}
 
 
 def bit_accuracy(pred: np.ndarray, x: np.ndarray, score: np.ndarray) -> float:

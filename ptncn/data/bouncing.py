@@ -44,7 +44,7 @@ import math
 
 import numpy as np
 
-from .base import Batch, default_score
+from .base import Batch, BinaryTask, default_score
 from .files import DataError, find
 
 GLYPH = 28
@@ -179,7 +179,7 @@ def render(glyphs: np.ndarray, corner: np.ndarray, canvas: int) -> np.ndarray:
 
 # ------------------------------------------------------------------------ task
 
-class BouncingDigits:
+class BouncingDigits(BinaryTask):
     """Bouncing MNIST / notMNIST glyphs as a random-access binary-video task.
 
     ``batch(i)`` depends only on (seed, split, i): its generator is
@@ -198,8 +198,6 @@ class BouncingDigits:
     ``i`` is a fresh draw.  Glyph pools and the notMNIST split: see the module
     docstring.
     """
-
-    kind = "binary"
 
     def __init__(self, source: str = "mnist", split: str = "train", batch_size: int = 16,
                  seed: int = 0, canvas: int = 64, digits: int = 2, frames: int = 20,
@@ -280,6 +278,14 @@ class BouncingDigits:
         if self.glyph != GLYPH:             # (absent at 28: older run files stay comparable)
             ident["glyph"] = self.glyph
         return ident
+
+    def trivial_baselines(self, train_task, n_batches: int) -> dict:
+        """The predictors "copy the last frame" and "the mean training frame"
+        (:func:`copy_last_frame_bce`, :func:`mean_frame_bce`)."""
+        cl = copy_last_frame_bce(self, n_batches=n_batches)
+        mf = mean_frame_bce(self, train_task, n_batches=n_batches)
+        return {"copy_last_frame": {"bce_per_frame": cl["bce"], "mse_per_frame": cl["mse"]},
+                "mean_frame": {"bce_per_frame": mf["bce"], "mse_per_frame": mf["mse"]}}
 
 
 # ---------------------------------------------------------- trivial predictors

@@ -39,7 +39,7 @@ import os
 
 import numpy as np
 
-from .base import Batch, default_score
+from .base import Batch, OneHotTask, default_score
 from .files import DataError, find, read_manifest
 
 SPLITS = ("train", "valid", "test")
@@ -176,11 +176,11 @@ def build_word_vocab(data_dir: str | None = None) -> list[str]:
     return _WORD_VOCAB[key]
 
 
-class _PTBTask:
+class _PTBTask(OneHotTask):
     """Shared machinery of :class:`PTBChar` and :class:`PTBWord` (see the module docstring)."""
 
-    kind = "onehot"
     name = "ptb"
+    default_eval_split = "valid"      # PTB has a validation split for model selection
     _file = ""
     _sep = ""
     _eos = False           # append <eos> to every line

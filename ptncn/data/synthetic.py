@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Batch, default_score
+from .base import Batch, OneHotTask, default_score
 
 
 def cyclic_symbols(batch: int, length: int, vocab: int = 8, period: int = 5,
@@ -27,15 +27,6 @@ def cyclic_symbols(batch: int, length: int, vocab: int = 8, period: int = 5,
     return _draw(rng, patterns, batch, length, vocab, ragged)
 
 
-def cyclic_symbol_stream(batch: int, length: int, vocab: int = 8, period: int = 5,
-                         seed: int = 0, n_patterns: int = 3, ragged: bool = True):
-    """An endless generator of :func:`cyclic_symbols` batches (same patterns, new draws)."""
-    patterns = np.random.default_rng(seed).integers(0, vocab, size=(n_patterns, period))
-    rng = np.random.default_rng([seed, 1])
-    while True:
-        yield _draw(rng, patterns, batch, length, vocab, ragged)
-
-
 def _draw(rng, patterns, batch, length, vocab, ragged):
     n_patterns, period = patterns.shape
     which = rng.integers(0, n_patterns, size=batch)
@@ -52,13 +43,11 @@ def _draw(rng, patterns, batch, length, vocab, ragged):
     return x, mask
 
 
-class CyclicSymbols:
+class CyclicSymbols(OneHotTask):
     """The cyclic-pattern task as a random-access batch source (see :func:`cyclic_symbols`).
 
     ``batch(i)`` depends only on (seed, i), so a run can resume at any batch.
     """
-
-    kind = "onehot"
 
     def __init__(self, batch_size: int = 16, length: int = 20, vocab: int = 8, period: int = 5,
                  n_patterns: int = 3, ragged: bool = True, seed: int = 0, split: str = "train"):
