@@ -64,7 +64,7 @@ def sweep(windows, target="cython", hidden=(16, 16), x_dim=4, batch=4, steps=6, 
                                            for l in range(1, L)))
             if t >= 1:
                 for k in m.params:
-                    a, b = m.updates[f"d{k}"], np.asarray(tw.updates[f"d{k}"])
+                    a, b = m.updates[k], np.asarray(tw.updates[k])
                     rel = float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
                     if k in ("W1", "E1"):
                         upd_e0 = max(upd_e0, rel)
@@ -73,7 +73,7 @@ def sweep(windows, target="cython", hidden=(16, 16), x_dim=4, batch=4, steps=6, 
         m.end_sequence()
         m.close()
         row = {"T": T, **err, "upd_rel_e0": upd_e0, "upd_rel_eps": upd_eps,
-               "bound": C_BOUND * m.options["tau_ref"] / T + B_BOUND,
+               "bound": C_BOUND * m.config.tau_ref / T + B_BOUND,
                "seconds": time.perf_counter() - t0}
         rows.append(row)
         log("T %5g ms  " % T + "  ".join(f"{k} {row[k]:.4f}" for k in

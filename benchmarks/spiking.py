@@ -7,12 +7,13 @@ For each target it reports
 
 * ``ms/step``: SpikingPTNCN.step() as the learner uses it.  Runtime targets (numpy,
   cython): the whole sequence is ONE Network.run (in a worker thread; a network
-  operation hands each window's prediction and input to step()), so code generation
-  happens once.  cpp_standalone: one compiled server process for the whole run, fed
-  half-window by half-window through a pipe (ptncn/spiking/standalone.py);
+  operation at every half-window boundary hands the counts over and takes the next
+  half's currents), so code generation happens once.  cpp_standalone: one compiled
+  server process for the whole run, fed half-window by half-window through a pipe
+  (ptncn/spiking/standalone.py);
 * ``run/step ms`` (runtime targets): the same network with a fresh Network.run for
-  every step (what the issue warns about): step() then end_sequence() (which ends the
-  run), so each step pays Brian2's per-run preparation;
+  every step: step() then end_sequence() (which ends the run), so each step pays
+  Brian2's per-run preparation;
 * ``net.run ovh ms``: the wall time of ``net.run(dt)`` (one time step) on the built
   network: Brian2's fixed cost per run call;
 * ``speed-up``: the fastest measured "one net.run per step" time divided by this
@@ -61,10 +62,10 @@ def bench(target, sizes, window_ms, batch, steps, seed=0, dt_ms=0.1, repeats=3):
                 m.step(xs[t])
                 m.end_sequence()
             per.append((time.perf_counter() - t0) / n_rps)
-        net = m._net
+        net = m.backend.net
         t0 = time.perf_counter()
         for _ in range(3):
-            net.run(m.options["dt_ms"] * b2.ms)
+            net.run(m.config.dt_ms * b2.ms)
         out["run_per_step_ms"] = 1e3 * float(np.median(per))
         out["net_run_overhead_ms"] = 1e3 * (time.perf_counter() - t0) / 3
     m.close()

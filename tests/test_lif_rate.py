@@ -61,13 +61,13 @@ def test_rate_ptncn_with_lif_rate_runs():
 
 
 def test_defaults_shared_with_spiking():
-    import inspect
+    import dataclasses
 
-    from ptncn.spiking import SpikingPTNCN
-    sig = inspect.signature(SpikingPTNCN).parameters
+    from ptncn.spiking.config import SpikingConfig
+    default = {f.name: f.default for f in dataclasses.fields(SpikingConfig)}
     for k in ("tau_m", "tau_ref", "gain", "bias"):
-        assert sig[k].default == LIF_RATE_DEFAULTS[k]
-    assert sig["dt_ms"].default == LIF_RATE_DEFAULTS["dt"]
+        assert default[k] == LIF_RATE_DEFAULTS[k]
+    assert default["dt_ms"] == LIF_RATE_DEFAULTS["dt"]
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")   # brian2 2.9 + new pyparsing

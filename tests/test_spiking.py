@@ -88,6 +88,52 @@ def test_learner_interface_save_load_and_learning(tmp_path):
 
 
 @needs_brian2
+def test_model_file_stores_the_config(tmp_path, capsys):
+    """The model file holds the config like every learner's: load_learner gives it back
+    and ``ptncn info`` prints it."""
+    import json
+
+    from ptncn.cli import main
+    from ptncn.learner import load_learner, read_model_file
+    from ptncn.spiking import SpikingPTNCN
+    m = SpikingPTNCN(3, hidden=(5, 4), window_ms=30.0, target="numpy", beta=0.3,
+                     record_spikes=True, record_membrane=[1, 3], seed=7)
+    path = tmp_path / "s.npz"
+    m.save(path)
+    meta, _ = read_model_file(path)
+    assert meta["config"] is not None and meta["config"] == m.config.to_dict()
+    assert meta["config"]["hidden"] == [5, 4] and meta["config"]["record_membrane"] == [1, 3]
+    m2 = load_learner(path)
+    assert m2.config == m.config
+    for k in m.params:
+        np.testing.assert_array_equal(m.params[k], m2.params[k])
+    assert main(["info", str(path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["config"]["window_ms"] == 30.0 and info["config"]["target"] == "numpy"
+    assert info["learner"] == "spiking_ptncn"
+    m3 = load_learner(path, target="cython", record_membrane=[])
+    assert m3.config.target == "cython" and m3.config.beta == 0.3
+
+
+@needs_brian2
+def test_version_1_model_file_loads(tmp_path):
+    """A file of the first format ("options" beside "x_dim") loads its config and weights."""
+    from ptncn.learner import FORMAT_NAME, load_learner, pack_params, write_model_file
+    from ptncn.spiking import SpikingPTNCN
+    m = SpikingPTNCN(3, hidden=(5, 4), window_ms=30.0, target="numpy", seed=7, gain=1.5)
+    options = {k: v for k, v in m.config.to_dict().items() if k != "x_dim"}
+    opt = m.optimizer.state_dict()
+    meta = {"format": FORMAT_NAME, "version": 1, "class": "SpikingPTNCN", "x_dim": 3,
+            "options": options, "optimizer": opt["hyperparams"], "optimizer_t": opt["t"],
+            "steps_taken": 0, "rng": m.rng.bit_generator.state}
+    write_model_file(tmp_path / "v1.npz", meta, pack_params(m.params, m.optimizer))
+    m2 = load_learner(tmp_path / "v1.npz")
+    assert m2.config == m.config
+    for k in m.params:
+        np.testing.assert_array_equal(m.params[k], m2.params[k])
+
+
+@needs_brian2
 def test_harness_accepts_spiking_config():
     from ptncn.harness import load_config, make_learner
     for name in ("spiking_bit_recall.toml", "spiking_bouncing_tiny.toml",
@@ -97,7 +143,7 @@ def test_harness_accepts_spiking_config():
     cfg = load_config(os.path.join(ROOT, "models", "spiking_bit_recall.toml"),
                       ["model.target=\"numpy\"", "model.hidden=[4, 4]"])
     m = make_learner(cfg, 3)
-    assert m.options["target"] == "numpy"
+    assert m.config.target == "numpy"
 
 
 @needs_brian2
@@ -136,7 +182,7 @@ def test_spike_events_in_run_file(tmp_path):
         net = np.zeros(4)
         np.add.at(net, e["unit_index"][:], e["sign"][:])
         np.testing.assert_array_equal(net, r["spikes_e1"][:, 0].sum(axis=0))
-        assert len(m._mons[0][1].i[:]) == 0          # drained: monitors do not grow
+        assert len(m.backend.monitors[0][1].i[:]) == 0          # drained: monitors do not grow
     finally:
         r.close()
     from ptncn.analysis import plot_run

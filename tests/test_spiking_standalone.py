@@ -81,7 +81,7 @@ def test_standalone_learns_and_saves(tmp_path):
     path = tmp_path / "s.npz"
     m.save(path, include_state=True)
     m2 = load_learner(path)
-    assert m2.options["target"] == "cpp_standalone"
+    assert m2.config.target == "cpp_standalone"
     m.state = m2.state.copy()
     np.testing.assert_array_equal(m.step(x[0], learn=False), m2.step(x[0], learn=False))
     # a new batch size builds (or reuses) another server; the old one is closed
@@ -99,8 +99,8 @@ def test_dead_server_gives_a_clear_error():
     m.reset(3)
     m.step(np.ones((3, 4), np.float32))
     w = m.params["W1"].copy()
-    m._server._proc.kill()
-    m._server._proc.wait()
+    m.backend.server._proc.kill()
+    m.backend.server._proc.wait()
     with pytest.raises(StandaloneError, match="server"):
         m.step(np.ones((3, 4), np.float32))
     np.testing.assert_array_equal(w, m.params["W1"])       # nothing half-applied
@@ -151,9 +151,9 @@ def test_standalone_divergence_error_keeps_the_server():
     with pytest.raises(DivergenceError, match="h2"):
         m.step(x)
     m.params["V2"][:] = good
-    srv = m._server
+    srv = m.backend.server
     m.step(x)
-    assert m._server is srv and m.state.t == 2
+    assert m.backend.server is srv and m.state.t == 2
     m.close()
 
 

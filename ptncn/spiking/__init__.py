@@ -1,4 +1,5 @@
-"""The spiking P-TNCN (Brian2): :class:`SpikingPTNCN`, see docs/spiking.md.
+"""The spiking P-TNCN (Brian2): :class:`SpikingPTNCN` (config
+:class:`SpikingConfig`), see docs/spiking.md.
 
 Importing this package never imports Brian2; constructing a :class:`SpikingPTNCN`
 does, and raises :class:`SpikingUnavailable` (an ImportError) with the install
@@ -6,6 +7,8 @@ hint ``pip install 'ptncn[spiking]'`` when Brian2 is missing or broken.
 """
 
 from ._brian import SpikingUnavailable, brian2_available, import_brian2
+from .config import SpikingConfig
 from .model import SpikingPTNCN
 
-__all__ = ["SpikingPTNCN", "SpikingUnavailable", "brian2_available", "import_brian2"]
+__all__ = ["SpikingPTNCN", "SpikingConfig", "SpikingUnavailable", "brian2_available",
+           "import_brian2"]

@@ -8,7 +8,8 @@ targets pay a fixed cost per object and time step, so fewer objects run faster.
 
 The layout (which neuron is which unit) is plain numpy, computed by
 :func:`network_layout` without Brian2, so the standalone server and the runtime
-network agree on every index.
+network agree on every index; :func:`network_spec` names the constants a network
+is built from (the standalone build cache is keyed by it).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import numpy as np
 LIF_EQS = "dv/dt = (I - v) / tau_m : 1 (unless refractory)\nI : 1\ncnt : 1"
 ERR_EQS = "v : 1\nnpos : 1\nnneg : 1"
 ERR_RESET = "npos += int(v > 0); nneg += int(v < 0); v -= sign(v) * theta_e"
+#: the constants of a window network besides its shape (batch, sizes)
+SPEC_KEYS = ("window_ms", "dt_ms", "tau_m", "tau_ref", "err_theta")
 
 
 @dataclass(frozen=True)
@@ -96,9 +99,21 @@ def network_layout(batch: int, sizes) -> Layout:
     return Layout(Z, Y, E, n_lif, n_err, cat(pres), cat(posts), w_maps, cat(owns))
 
 
+def network_spec(batch: int, cfg) -> dict:
+    """What a window network for ``batch`` rows of a SpikingConfig ``cfg`` is built from
+    (JSON-able): shape, window, LIF and error-unit constants, spike recording."""
+    spec = {"batch": int(batch), "sizes": [int(s) for s in cfg.sizes]}
+    for k in SPEC_KEYS:
+        spec[k] = float(getattr(cfg, k))
+    if cfg.record_spikes:
+        spec["record_spikes"] = True
+    return spec
+
+
 def build_objects(b2, layout: Layout, options: dict):
-    """The Brian2 groups (lif, err, err_syn or None) for ``layout``; the synapses are
-    created in the order of ``layout.pre/post``, so synapse k is entry k."""
+    """The Brian2 groups (lif, err, err_syn or None) for ``layout`` and a
+    :func:`network_spec` ``options``; the synapses are created in the order of
+    ``layout.pre/post``, so synapse k is entry k."""
     ms = b2.ms
     dt = options["dt_ms"] * ms
     ns = {"tau_m": options["tau_m"] * ms, "theta_e": options["err_theta"]}
@@ -113,3 +128,16 @@ def build_objects(b2, layout: Layout, options: dict):
                           name="err_syn")
         syn.connect(i=layout.pre, j=layout.post)
     return lifg, errg, syn
+
+
+def spike_monitors(b2, layout: Layout, lifg, errg) -> list:
+    """A SpikeMonitor ``spk_<population>`` of batch row 0 of every population (error
+    units also record ``v``, whose sign is the event's), as (population, monitor)."""
+    mons = []
+    for blk in [*layout.Z, *layout.Y, *layout.E]:
+        g = lifg if blk.group == "lif" else errg
+        mon = b2.SpikeMonitor(g[blk.start:blk.start + blk.units],
+                              variables=["v"] if blk.group == "err" else None,
+                              record=True, name=f"spk_{blk.name}")
+        mons.append((blk.name, mon))
+    return mons

@@ -44,8 +44,10 @@ import tempfile
 
 import numpy as np
 
+from .backends import Backend
+from .network import network_spec
+
 BUILD_VERSION = 3
-SPEC_KEYS = ("batch", "sizes", "window_ms", "dt_ms", "tau_m", "tau_ref", "err_theta")
 
 
 class StandaloneError(RuntimeError):
@@ -65,15 +67,6 @@ def compiler_missing() -> str | None:
         if shutil.which(tool) is None:
             return f"target 'cpp_standalone' needs {tool!r} on PATH (a C++ build toolchain)"
     return None
-
-
-def spec_of(batch: int, sizes, options: dict) -> dict:
-    spec = {"batch": int(batch), "sizes": [int(s) for s in sizes]}
-    for k in SPEC_KEYS[2:]:
-        spec[k] = float(options[k])
-    if options.get("record_spikes"):
-        spec["record_spikes"] = True
-    return spec
 
 
 def _key(spec: dict) -> str:
@@ -172,7 +165,7 @@ _MONITOR_OUT = """    {{
 def _build_project(spec: dict, directory: str) -> None:
     """Generate and compile the server (runs in its own process: sets the device)."""
     from ._brian import import_brian2
-    from .network import build_objects, network_layout
+    from .network import build_objects, network_layout, spike_monitors
     b2 = import_brian2()
     b2.set_device("cpp_standalone", directory=directory, build_on_run=False)
     lay = network_layout(spec["batch"], spec["sizes"])
@@ -189,15 +182,25 @@ def _build_project(spec: dict, directory: str) -> None:
                   v=name(lv["v"]), cnt=name(lv["cnt"]), lastspike=name(lv["lastspike"]),
                   not_refractory=name(lv["not_refractory"]), ev=name(ev["v"]),
                   npos=name(ev["npos"]), nneg=name(ev["nneg"]), w=w)
-    mons = []
-    if spec.get("record_spikes"):
-        for blk in [*lay.Z, *lay.Y, *lay.E]:
-            g = lifg if blk.group == "lif" else errg
-            mon = b2.SpikeMonitor(g[blk.start:blk.start + blk.units],          # batch row 0
-                                  variables=["v"] if blk.group == "err" else None,
-                                  record=True, name=f"spk_{blk.name}")
-            net.add(mon)
-            mons.append((blk.name, mon))
+    mons = spike_monitors(b2, lay, lifg, errg) if spec.get("record_spikes") else []
+    for _, mon in mons:
+        net.add(mon)
+    fields["monitors"] = _monitor_code(mons, name)
+    fields["clock_t"] = name(lifg.clock.variables["t"])
+    if syn is None:
+        dev.insert_code("main", "std::vector<double> _p_nowt(1);")
+    dev.insert_code("main", _LOOP_START.format(**fields))
+    net.run(spec["window_ms"] / 2 * b2.ms)
+    dev.insert_code("main", _LOOP_END.format(**fields))
+    dev.build(directory=directory, compile=True, run=False)
+    with open(os.path.join(directory, "server.json"), "w") as f:
+        json.dump({"spec": spec, "n_lif": lay.n_lif, "n_err": lay.n_err, "n_syn": lay.n_syn,
+                   "monitors": [[n, "v" in m.variables] for n, m in mons],
+                   "brian2": b2.__version__}, f)
+
+
+def _monitor_code(mons, name) -> str:
+    """The C++ that writes (and empties) the spike monitors after each half-window."""
     out = []
     for _, mon in mons:
         mv = mon.variables
@@ -211,18 +214,7 @@ def _build_project(spec: dict, directory: str) -> None:
             v_clear=f" {v}.clear();" if v else ""))
     if out:
         out.insert(0, "    fwrite(&_p_t0, sizeof(double), 1, stdout);\n")
-    fields["monitors"] = "".join(out)
-    fields["clock_t"] = name(lifg.clock.variables["t"])
-    if syn is None:
-        dev.insert_code("main", "std::vector<double> _p_nowt(1);")
-    dev.insert_code("main", _LOOP_START.format(**fields))
-    net.run(spec["window_ms"] / 2 * b2.ms)
-    dev.insert_code("main", _LOOP_END.format(**fields))
-    dev.build(directory=directory, compile=True, run=False)
-    with open(os.path.join(directory, "server.json"), "w") as f:
-        json.dump({"spec": spec, "n_lif": lay.n_lif, "n_err": lay.n_err, "n_syn": lay.n_syn,
-                   "monitors": [[n, "v" in m.variables] for n, m in mons],
-                   "brian2": b2.__version__}, f)
+    return "".join(out)
 
 
 class StandaloneServer:
@@ -328,6 +320,42 @@ class StandaloneServer:
             self.close()
         except Exception:  # noqa: BLE001
             pass
+
+
+class StandaloneBackend(Backend):
+    """Half-windows on the compiled server (``server``: its :class:`StandaloneServer`,
+    one per network shape).  Spike events are timed from the first window on: the
+    server reports them from the start of each half."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.server: StandaloneServer | None = None
+        self.halves = 0                 # half-windows of simulated time so far
+
+    def _open(self) -> None:
+        self.server = StandaloneServer(network_spec(self.batch, self.cfg))
+
+    def _run(self, half, I, w):
+        if self.server is None:          # the last one failed: start another
+            self._open()
+        try:
+            counts = self.server.run_half(I, w)
+        except StandaloneError:
+            self.server = None
+            raise
+        t0 = self.halves * self.cfg.half_ms
+        self.events += [(p, i, t + t0, sg) for p, i, t, sg in self.server.events]
+        self.halves += 1
+        return counts
+
+    def abort(self) -> None:
+        self.halves += self.halves % 2
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        super().close()
 
 
 def main(argv=None):
