@@ -476,6 +476,13 @@ class Learner(abc.ABC):
         """Called after the last step of each batch of sequences (no-op by default;
         whole-sequence learners such as BPTT apply their update here)."""
 
+    def create_event_datasets(self, h5file) -> None:
+        """Lay out event data (e.g. spike times) in a new recording; none by default."""
+
+    def write_events(self, h5file) -> None:
+        """Append the event data gathered since the last call (at every flush of a
+        recording); none by default."""
+
     @property
     def trained_params(self) -> tuple[str, ...]:
         """Parameters that learning changes (each has a recordable ``d<name>``)."""

@@ -134,9 +134,7 @@ class Recorder:
         self.file: h5py.File | None = None
         self._last_flush = time.monotonic()
         self._broken: Exception | None = None
-        # a learner with write_events(h5file) appends its own event data at every flush
-        # (the spiking P-TNCN's spikes); create_event_datasets(h5file) lays them out
-        # before SWMR mode starts
+        # the learner whose event data (the spiking P-TNCN's spikes) is appended at flushes
         self._event_learner = None
 
     # -- declaration ---------------------------------------------------------------
@@ -185,49 +183,14 @@ class Recorder:
         except (OSError, ValueError) as exc:
             raise RecordingError(f"cannot create recording {self.path!r}: {exc}") from None
         try:
-            f.attrs["format"] = FORMAT_NAME
-            f.attrs["version"] = FORMAT_VERSION
-            f.attrs["start_time"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
-            f.attrs["versions"] = json.dumps(_versions())
-            f.attrs["learner"] = type(learner).__name__
-            f.attrs["batch"] = int(batch)
-            for k, v in (attrs or {}).items():
-                f.attrs[k] = v if isinstance(v, (str, int, float, np.number)) else json.dumps(v)
+            self._write_header(f, learner, batch, attrs)
             g = f.create_group("traces")
             for name, tr in self.traces.items():
-                tg = g.create_group(name)
-                row_bytes = max(4, 4 * int(np.prod(tr.shape, dtype=np.int64)))
-                # ~64 KiB chunks: a flush rewrites at most one partly filled chunk per trace
-                chunk_t = max(1, min(self.buffer_steps, (1 << 16) // row_bytes))
-                tr.values_ds = tg.create_dataset(
-                    "values", shape=(0, *tr.shape), maxshape=(None, *tr.shape), dtype="f4",
-                    chunks=(chunk_t, *tr.shape), compression=self.compression,
-                    shuffle=self.compression is not None)
-                tr.step_ds = tg.create_dataset("step", shape=(0,), maxshape=(None,), dtype="i8",
-                                               chunks=(max(chunk_t, 256),))
-                a = tr.values_ds.attrs
-                a["meaning"] = tr.meaning
-                a["units"] = tr.unit
-                a["kind"] = tr.kind
-                a["every"] = tr.spec.every
-                a["phase"] = tr.spec.phase
-                a["axes"] = json.dumps(["step"] + (["row", "unit"][:len(tr.shape)]))
-                a["rows"] = json.dumps(tr.rows)
-                a["unit_index"] = json.dumps(tr.units)
-                a["full_shape"] = json.dumps(list(tr.full_shape))
+                self._create_datasets(g.create_group(name), tr)
                 if resume_from is not None and name in resume_from.traces:
-                    old = resume_from.traces[name]
-                    keep = int(np.searchsorted(old.step[:], resume_step)) if resume_step \
-                        is not None else len(old)
-                    if keep:
-                        tr.values_ds.resize((keep, *tr.shape))
-                        tr.values_ds[:keep] = old.values[:keep]
-                        tr.step_ds.resize((keep,))
-                        tr.step_ds[:keep] = old.step[:keep]
-            if callable(getattr(learner, "create_event_datasets", None)):
-                learner.create_event_datasets(f)
-            if callable(getattr(learner, "write_events", None)):
-                self._event_learner = learner
+                    _copy_before(resume_from.traces[name], tr, resume_step)
+            learner.create_event_datasets(f)
+            self._event_learner = learner
             f.swmr_mode = True
             f.flush()
         except BaseException:
@@ -238,6 +201,39 @@ class Recorder:
             os.replace(tmp, self.path)
         self.file = f
         self._last_flush = time.monotonic()
+
+    @staticmethod
+    def _write_header(f, learner, batch: int, attrs: dict | None) -> None:
+        f.attrs["format"] = FORMAT_NAME
+        f.attrs["version"] = FORMAT_VERSION
+        f.attrs["start_time"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+        f.attrs["versions"] = json.dumps(_versions())
+        f.attrs["learner"] = type(learner).__name__
+        f.attrs["batch"] = int(batch)
+        for k, v in (attrs or {}).items():
+            f.attrs[k] = v if isinstance(v, (str, int, float, np.number)) else json.dumps(v)
+
+    def _create_datasets(self, tg, tr: _Trace) -> None:
+        """A trace's resizable ``values`` and ``step`` datasets, with its attributes."""
+        row_bytes = max(4, 4 * int(np.prod(tr.shape, dtype=np.int64)))
+        # ~64 KiB chunks: a flush rewrites at most one partly filled chunk per trace
+        chunk_t = max(1, min(self.buffer_steps, (1 << 16) // row_bytes))
+        tr.values_ds = tg.create_dataset(
+            "values", shape=(0, *tr.shape), maxshape=(None, *tr.shape), dtype="f4",
+            chunks=(chunk_t, *tr.shape), compression=self.compression,
+            shuffle=self.compression is not None)
+        tr.step_ds = tg.create_dataset("step", shape=(0,), maxshape=(None,), dtype="i8",
+                                       chunks=(max(chunk_t, 256),))
+        a = tr.values_ds.attrs
+        a["meaning"] = tr.meaning
+        a["units"] = tr.unit
+        a["kind"] = tr.kind
+        a["every"] = tr.spec.every
+        a["phase"] = tr.spec.phase
+        a["axes"] = json.dumps(["step"] + (["row", "unit"][:len(tr.shape)]))
+        a["rows"] = json.dumps(tr.rows)
+        a["unit_index"] = json.dumps(tr.units)
+        a["full_shape"] = json.dumps(list(tr.full_shape))
 
     def _trace(self, spec: TraceSpec, learner, batch: int, metrics) -> _Trace:
         """The trace of a declared name: a metric of the loop, or what the learner says
@@ -337,6 +333,18 @@ class Recorder:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _copy_before(old: "Trace", tr: _Trace, resume_step: int | None) -> None:
+    """Copy the records of an earlier file's trace with step < ``resume_step`` (all when
+    None) into the new trace's datasets."""
+    keep = int(np.searchsorted(old.step[:], resume_step)) if resume_step is not None \
+        else len(old)
+    if keep:
+        tr.values_ds.resize((keep, *tr.shape))
+        tr.values_ds[:keep] = old.values[:keep]
+        tr.step_ds.resize((keep,))
+        tr.step_ds[:keep] = old.step[:keep]
 
 
 # ---------------------------------------------------------------------------
