@@ -323,6 +323,26 @@ class Updates(dict):
         return {k: v.copy() for k, v in self.items()}
 
 
+def check_positive_ints(cfg, *names) -> None:
+    """Each named field of ``cfg`` must be an integer >= 1 (stored as int)."""
+    for name in names:
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or int(v) != v or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        setattr(cfg, name, int(v))
+
+
+def check_finite_numbers(cfg, *names) -> None:
+    """Each named field of ``cfg`` must be a finite real number (stored as float)."""
+    for name in names:
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(v):
+            raise ValueError(f"{name} must be a finite number, got {v!r}")
+        setattr(cfg, name, float(v))
+
+
 class LearnerConfig:
     """Mixin of every learner's config dataclass: dict round trip with checked keys.
     ``label`` names the learner in error messages."""

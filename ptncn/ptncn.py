@@ -28,7 +28,6 @@ of a sequence.  Then ``x_prev = x, s_l = y_l``.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
@@ -37,7 +36,8 @@ import numpy as np
 
 from . import activations as acts
 from .fast import FastEngine
-from .learner import Learner, LearnerConfig, Quantity, Updates, rows
+from .learner import (Learner, LearnerConfig, Quantity, Updates, check_finite_numbers,
+                      check_positive_ints, rows)
 
 F32 = np.float32
 ENGINES = ("fast", "reference")
@@ -74,19 +74,14 @@ class PTNCNConfig(LearnerConfig):
 
     def __post_init__(self):
         self.hidden = tuple(int(h) for h in self.hidden)
-        if int(self.x_dim) != self.x_dim or self.x_dim < 1:
-            raise ValueError(f"x_dim must be a positive integer, got {self.x_dim!r}")
-        self.x_dim = int(self.x_dim)
+        check_positive_ints(self, "x_dim")
         if len(self.hidden) < 1 or min(self.hidden) < 1:
             raise ValueError(f"hidden must list >= 1 positive layer sizes, got {self.hidden!r}")
         if int(self.K) != self.K or self.K < 1:
             raise ValueError(f"K (correction iterations) must be an integer >= 1, got {self.K!r}")
         self.K = int(self.K)
-        for name in ("beta", "alpha", "gamma", "zeta", "clip", "wght_sd", "err_wght_sd"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float, np.floating, np.integer)) or not np.isfinite(v):
-                raise ValueError(f"{name} must be a finite number, got {v!r}")
-            setattr(self, name, float(v))
+        check_finite_numbers(self, "beta", "alpha", "gamma", "zeta", "clip", "wght_sd",
+                             "err_wght_sd")
         if self.zeta < 0:
             raise ValueError(f"zeta must be >= 0 (0 switches top-down control off), got {self.zeta}")
         acts.get_activation(self.act)
@@ -194,7 +189,7 @@ def preactivations(p: dict, state: State, cfg: PTNCNConfig) -> list[np.ndarray]:
     return hs
 
 
-def _predictions(p, states, out_fn, rng, L):
+def predictions(p, states, out_fn, rng, L):
     """x_mu = out(s_1 @ W_1) and mu_l = s_{l+1} @ W_{l+1} from the states ``states``."""
     x_mu = out_fn(states[0] @ p["W1"], rng)
     mus = [states[l] @ p[f"W{l + 1}"] for l in range(1, L)]
@@ -230,12 +225,12 @@ def forward(p: dict, state: State, x: np.ndarray, m: np.ndarray, cfg: PTNCNConfi
     if hs is None:
         hs = preactivations(p, state, cfg)
     zs = [phi(h, rng) for h in hs[::-1]][::-1]          # drawn top-down, as the reference
-    x_mu, mus = _predictions(p, zs, out_fn, rng, L)
+    x_mu, mus = predictions(p, zs, out_fn, rng, L)
     e = _errors(x_mu, mus, zs, x, m, L)
     d = perturbations(p, e, cfg.alpha, L)
     ys = [phi(hs[l] - F32(cfg.beta) * d[l], rng) for l in reversed(range(L))][::-1]
     for _ in range(cfg.K - 1):   # K > 1: re-evaluate the error units at the corrected states
-        xk, musk = _predictions(p, ys, out_fn, rng, L)
+        xk, musk = predictions(p, ys, out_fn, rng, L)
         d = perturbations(p, _errors(xk, musk, ys, x, m, L), cfg.alpha, L)
         ys = [phi(hs[l] - F32(cfg.beta) * d[l], rng) for l in reversed(range(L))][::-1]
     q = {"x": x, "x_mu": x_mu, "e0": e[0]}

@@ -70,7 +70,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..learner import Learner, LearnerConfig, Quantity, Updates, rows
+from ..learner import (Learner, LearnerConfig, Quantity, Updates, check_finite_numbers,
+                       check_positive_ints, rows)
 
 F32 = np.float32
 F64 = np.float64
@@ -112,21 +113,13 @@ class ESNConfig(LearnerConfig):
     seed: int = 1234
 
     def __post_init__(self):
-        for name in ("x_dim", "units"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or int(v) != v or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-            setattr(self, name, int(v))
+        check_positive_ints(self, "x_dim", "units")
         if isinstance(self.seed, bool) or int(self.seed) != self.seed:
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         self.seed = int(self.seed)
-        for name in ("sr", "leak", "input_scaling", "bias_scaling", "rc_connectivity",
-                     "input_connectivity", "ridge", "forgetting", "rls_delta", "eps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
-                    or not np.isfinite(v):
-                raise ValueError(f"{name} must be a finite number, got {v!r}")
-            setattr(self, name, float(v))
+        check_finite_numbers(self, "sr", "leak", "input_scaling", "bias_scaling",
+                             "rc_connectivity", "input_connectivity", "ridge", "forgetting",
+                             "rls_delta", "eps")
         checks = [("sr", self.sr >= 0, ">= 0"), ("leak", 0 < self.leak <= 1, "in (0, 1]"),
                   ("rc_connectivity", 0 < self.rc_connectivity <= 1, "in (0, 1]"),
                   ("input_connectivity", 0 < self.input_connectivity <= 1, "in (0, 1]"),

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..learner import check_positive_ints
+
 ACTS = ("tanh", "identity", "relu", "sigmoid")
 OUTS = ("softmax", "sigmoid", "identity")
 REC_PARAMS = ("W_in", "W_rec", "b")
@@ -49,11 +51,7 @@ class RNNConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        for name in ("x_dim", "hidden"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or int(v) != v or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-            setattr(self, name, int(v))
+        check_positive_ints(self, "x_dim", "hidden")
         if self.act not in ACTS:
             raise ValueError(f"act must be one of {', '.join(ACTS)} (the gradient methods need "
                              f"its derivative), got {self.act!r}")

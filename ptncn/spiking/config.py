@@ -7,11 +7,10 @@ import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 
 from .. import activations as acts
 from ..activations import LIF_RATE_DEFAULTS
-from ..learner import LearnerConfig
+from ..learner import LearnerConfig, check_finite_numbers
 from ..ptncn import PTNCNConfig
 
 #: Brian2 code-generation targets: runtime (numpy, cython) or the compiled server
@@ -62,11 +61,7 @@ class SpikingConfig(LearnerConfig):
 
     def __post_init__(self):
         self.hidden = tuple(int(h) for h in self.hidden)
-        for name in _NUMBERS:
-            v = getattr(self, name)
-            if not isinstance(v, (int, float, np.floating, np.integer)) or not np.isfinite(v):
-                raise ValueError(f"{name} must be a finite number, got {v!r}")
-            setattr(self, name, float(v))
+        check_finite_numbers(self, *_NUMBERS)
         self.temporal_error_rule = bool(self.temporal_error_rule)
         self.record_spikes = bool(self.record_spikes)
         self.record_membrane = tuple(int(u) for u in self.record_membrane)

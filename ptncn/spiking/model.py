@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import activations as acts
 from ..learner import Learner, Updates, first_nonfinite
-from ..ptncn import (MEANINGS as RATE_MEANINGS, ORDER as RATE_ORDER, State, _predictions,
+from ..ptncn import (MEANINGS as RATE_MEANINGS, State, predictions,
                      carry, init_params, layered_table, local_updates, perturbations,
                      preactivations)
 from ._brian import import_brian2
@@ -74,7 +74,7 @@ def window(backend, p, state: State, x, m, cfg: SpikingConfig, rate, out_fn, rng
     zc = backend.run_half("Z", [cfg.gain * h + cfg.bias for h in hs],
                           [p[f"W{l}"] for l in range(2, L + 1)])
     zs = _rates(q, "z", zc.spikes, scale)
-    x_mu, mus = _predictions(p, zs, out_fn, rng, L)
+    x_mu, mus = predictions(p, zs, out_fn, rng, L)
     e = [(x_mu - x) * m] + [el * m for el in _rates(q, "e", zc.events,
                                                    cfg.err_theta / cfg.half_ms)]
     d = perturbations(p, e, cfg.alpha, L)
