@@ -354,7 +354,38 @@ ORDER = (("x", "input"), ("h", "all"), ("z", "all"), ("mu", "below"), ("x_mu", "
          ("e0", "input"), ("e", "below"), ("d", "all"), ("y", "all"), ("eps", "all"))
 
 
-class PTNCN(Learner):
+def refuse_callables(path, d: dict, keys=("act", "out")) -> None:
+    """A config read from ``path`` naming a user callable (it cannot be stored) is an
+    error asking for the function again."""
+    for key in keys:
+        if str(d.get(key, "")).startswith("<callable:"):
+            raise ValueError(f"{os.fspath(path)}: the model was saved with a user callable "
+                             f"{key} {d[key]}; pass it again: load(path, {key}=function)")
+
+
+class LayeredLearner(Learner):
+    """What P-TNCN and the spiking P-TNCN share: the layered state, ``hidden`` given as
+    sizes or as one size repeated ``layers`` times, the published optimizer, the
+    correction phase switched off by ``beta``."""
+
+    State = State
+    default_optimizer = {"optimizer": "nesterov", "lr": 0.075, "momentum": 0.95}
+    correction_key = "beta"
+    update_meaning = "update direction applied at this step (clipped, divided by the batch size)"
+
+    def __init__(self, x_dim: int, hidden: int | Sequence[int] | None = None, *,
+                 layers: int = 2, **options):
+        if isinstance(hidden, (int, np.integer)):
+            hidden = (int(hidden),) * int(layers)
+        if hidden is not None:
+            options["hidden"] = tuple(hidden)
+        super().__init__(x_dim, **options)
+
+    def init_state(self, batch: int) -> State:
+        return State.zeros(batch, self.config.sizes)
+
+
+class PTNCN(LayeredLearner):
     """A P-TNCN with its optimizer and the state of the current batch of sequences.
 
     Example::
@@ -373,17 +404,7 @@ class PTNCN(Learner):
 
     name = "ptncn"
     Config = PTNCNConfig
-    State = State
-    default_optimizer = {"optimizer": "nesterov", "lr": 0.075, "momentum": 0.95}
-    correction_key = "beta"
     docs = "docs/model.md"
-    update_meaning = "update direction applied at this step (clipped, divided by the batch size)"
-
-    def __init__(self, x_dim: int, hidden: int | Sequence[int] = 1000, *, layers: int = 2,
-                 **options):
-        if isinstance(hidden, (int, np.integer)):
-            hidden = (int(hidden),) * int(layers)
-        super().__init__(x_dim, hidden=tuple(hidden), **options)
 
     def _build(self):
         cfg = self.config
@@ -395,9 +416,6 @@ class PTNCN(Learner):
 
     def quantity_table(self):
         return layered_table(self.config.sizes, MEANINGS, ORDER)
-
-    def init_state(self, batch: int) -> State:
-        return State.zeros(batch, self.config.sizes)
 
     def _step(self, params, state, x, m, learn):
         hs, ctx = self.engine.preactivations(state)
@@ -418,10 +436,7 @@ class PTNCN(Learner):
     @classmethod
     def config_from_file(cls, path, meta, overrides):
         d = {**meta["config"], **overrides}
-        for key in ("act", "out"):
-            if str(d[key]).startswith("<callable:"):
-                raise ValueError(f"{os.fspath(path)}: the model was saved with a user callable "
-                                 f"{key} {d[key]}; pass it again: load(path, {key}=function)")
+        refuse_callables(path, d)
         return cls.Config.from_dict(d)
 
 

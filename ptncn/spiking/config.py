@@ -3,7 +3,6 @@ point, the window and the Brian2 target (docs/spiking.md)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -11,7 +10,7 @@ from typing import Any, ClassVar
 from .. import activations as acts
 from ..activations import LIF_RATE_DEFAULTS
 from ..learner import LearnerConfig, check_finite_numbers
-from ..ptncn import PTNCNConfig
+from ..ptncn import PTNCNConfig, refuse_callables
 
 #: Brian2 code-generation targets: runtime (numpy, cython) or the compiled server
 TARGETS = ("numpy", "cython", "cpp_standalone")
@@ -128,7 +127,5 @@ class SpikingConfig(LearnerConfig):
         "options" beside "x_dim"; a user-callable ``out`` must be passed again."""
         d = meta["config"] if "config" in meta else {"x_dim": meta["x_dim"], **meta["options"]}
         d = {**d, **overrides}
-        if str(d.get("out", "")).startswith("<callable:"):
-            raise ValueError(f"{os.fspath(path)}: the model was saved with a user callable "
-                             f"out {d['out']}; pass it again: load(path, out=function)")
+        refuse_callables(path, d, ("out",))
         return cls.from_dict(d)

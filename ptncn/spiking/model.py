@@ -23,13 +23,12 @@ runtime targets or the compiled ``cpp_standalone`` server).
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import numpy as np
 
 from .. import activations as acts
-from ..learner import Learner, Updates, first_nonfinite
-from ..ptncn import (MEANINGS as RATE_MEANINGS, State, predictions,
+from ..learner import Updates, first_nonfinite
+from ..ptncn import (MEANINGS as RATE_MEANINGS, LayeredLearner, State, predictions,
                      carry, init_params, layered_table, local_updates, perturbations,
                      preactivations)
 from ._brian import import_brian2
@@ -103,7 +102,7 @@ def _rates(q: dict, base: str, counts, scale: float) -> list[np.ndarray]:
     return rates
 
 
-class SpikingPTNCN(Learner):
+class SpikingPTNCN(LayeredLearner):
     """The spiking P-TNCN (Brian2), behind the same learner interface as :class:`~ptncn.PTNCN`.
 
     Example::
@@ -121,17 +120,7 @@ class SpikingPTNCN(Learner):
 
     name = "spiking_ptncn"
     Config = SpikingConfig
-    State = State
-    default_optimizer = {"optimizer": "nesterov", "lr": 0.075, "momentum": 0.95}
-    correction_key = "beta"
     docs = "docs/spiking.md"
-    update_meaning = "update direction applied at this step (clipped, divided by the batch size)"
-
-    def __init__(self, x_dim: int, hidden: int | Sequence[int] = 64, *, layers: int = 2,
-                 **options):
-        if isinstance(hidden, (int, np.integer)):
-            hidden = (int(hidden),) * int(layers)
-        super().__init__(x_dim, hidden=tuple(hidden), **options)
 
     def _build(self):
         import_brian2()          # fail early, with the install hint, when Brian2 is missing
@@ -142,9 +131,6 @@ class SpikingPTNCN(Learner):
 
     def quantity_table(self):
         return layered_table(self.config.sizes, MEANINGS, ORDER)
-
-    def init_state(self, batch: int) -> State:
-        return State.zeros(batch, self.config.sizes)
 
     def _step(self, params, state, x, m, learn):
         try:
