@@ -425,7 +425,8 @@ class Learner(abc.ABC):
     name: ClassVar[str] = ""
     #: the config dataclass (subclass of LearnerConfig; fields x_dim and seed)
     Config: ClassVar[type]
-    #: the carried-state dataclass; ``state_types`` lists other dataclasses inside it
+    #: the carried-state dataclass (with ``t``, the steps taken in the current sequences);
+    #: ``state_types`` lists other dataclasses inside it
     State: ClassVar[type]
     state_types: ClassVar[tuple[type, ...]] = ()
     #: optimizer used when the constructor gets none: {"optimizer", "lr", "momentum"};
@@ -560,9 +561,7 @@ class Learner(abc.ABC):
 
     def diverged(self, what: str, where: str | None = None) -> DivergenceError:
         """The DivergenceError of the current step (``what``: the first non-finite name)."""
-        t = getattr(self.state, "t", None)
-        return DivergenceError(self.steps_taken, what,
-                               where or (f"t={t} of the sequence" if t is not None else ""))
+        return DivergenceError(self.steps_taken, what, where or f"t={self.state.t} of the sequence")
 
     # -- recordable names --------------------------------------------------------------
     @property

@@ -303,11 +303,17 @@ def resolve_optimizer(optimizer, lr: float, momentum: float, weight_decay: float
 def clip_grad_norm(grads: dict, max_norm: float) -> float:
     """Scale every array in ``grads`` in place so that their global L2 norm (over all of
     them together) is at most ``max_norm`` (``max_norm <= 0``: no clipping).  Returns the
-    norm before clipping (NaN or inf if a gradient is not finite; nothing is scaled then)."""
+    norm before clipping (NaN or inf if a gradient is not finite; nothing is scaled then;
+    finite gradients whose float32 squares overflow are clipped all the same)."""
     total = 0.0
     for g in grads.values():
         total += float(np.vdot(g, g))
     norm = float(np.sqrt(total))
+    if not np.isfinite(norm) and all(np.isfinite(g).all() for g in grads.values()):
+        # finite entries whose squares overflow float32: the norm, rescaled, in float64
+        big = max(float(np.abs(g).max()) for g in grads.values())
+        norm = big * float(np.sqrt(sum(float(np.vdot(g / big, g / big))
+                                       for g in grads.values())))
     if max_norm > 0 and np.isfinite(norm) and norm > max_norm:
         scale = max_norm / norm
         for g in grads.values():

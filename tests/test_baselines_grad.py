@@ -313,6 +313,17 @@ def test_clip_grad_norm():
     np.testing.assert_allclose(g["a"], [0.6, 0.0])
 
 
+def test_clip_grad_norm_when_float32_squares_overflow():
+    """Finite float32 gradients whose squares overflow are still clipped (3e20 * 4e20)."""
+    g = {"a": np.array([3e20, 0.0], np.float32), "b": np.array([[4e20]], np.float32)}
+    assert clip_grad_norm(g, 1.0) == pytest.approx(5e20)
+    np.testing.assert_allclose(g["a"], [0.6, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(g["b"], [[0.8]], rtol=1e-6)
+    g = {"a": np.array([np.inf, 1.0], np.float32)}
+    assert not np.isfinite(clip_grad_norm(g, 1.0))             # not finite: left as is
+    assert g["a"][1] == 1.0
+
+
 # ---------------------------------------------------------------------------
 # persistence and resume
 # ---------------------------------------------------------------------------
