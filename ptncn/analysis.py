@@ -382,10 +382,16 @@ def param_norms(rec) -> Figure:
         return fig
 
 
+def _square_side(size: int) -> int | None:
+    """The side of a square frame of ``size`` values (None if ``size`` is not a square)."""
+    side = math.isqrt(size)
+    return side if side * side == size else None
+
+
 def _frame_shape(size: int, shape) -> tuple[int, int]:
     if shape is None:
-        side = math.isqrt(size)
-        if side * side != size:
+        side = _square_side(size)
+        if side is None:
             raise ValueError(f"a frame has {size} values, not a perfect square; pass "
                              f"shape=(height, width)")
         return side, side
@@ -415,50 +421,61 @@ def predicted_vs_actual_frames(rec, row: int = 0, n: int = 8, shape=None,
         if tx.shape[-1] != tm.shape[-1]:
             raise ValueError(f"x has {tx.shape[-1]} units but x_mu has {tm.shape[-1]}")
         hw = _frame_shape(tx.shape[-1], shape)
-        rx, rm = _row_position(tx, row, "x"), _row_position(tm, row, "x_mu")
-        sx, sm = tx.step, tm.step
-        common, ix, im_ = np.intersect1d(sx, sm, return_indices=True)
-        if common.size == 0:
-            raise ValueError("x and x_mu share no recorded step")
-        # read a bounded tail, then keep the last n steps with finite frames
-        tail = min(common.size, max(4 * n, 64))
-        ix, im_, common = ix[-tail:], im_[-tail:], common[-tail:]
-        xs = np.asarray(tx.values[ix[0]:ix[-1] + 1, rx, :], np.float64)[ix - ix[0]]
-        ms = np.asarray(tm.values[im_[0]:im_[-1] + 1, rm, :], np.float64)[im_ - im_[0]]
-        ok = np.isfinite(xs).all(axis=1) & np.isfinite(ms).all(axis=1)
-        if skip_blank:
-            ok &= (xs != 0).any(axis=1)
-        sel = np.flatnonzero(ok)[-n:]
-        if sel.size == 0:
-            raise ValueError(f"no step with finite x and x_mu for batch row {row}")
-        xs, ms, common = xs[sel], ms[sel], common[sel]
-        lo, hi = min(xs.min(), ms.min()), max(xs.max(), ms.max())
-        if lo >= 0 and hi <= 1:
-            lo, hi = 0.0, 1.0
-        fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="compressed")
-        k = sel.size
-        axes = fig.subplots(2, n, squeeze=False)
-        im = None
-        for j in range(n):
-            for i, (data, label) in enumerate(((xs, "actual\nx"), (ms, "predicted\nx_mu"))):
-                ax = axes[i, j]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if j >= k:
-                    ax.set_axis_off()
-                    continue
-                im = ax.imshow(data[j].reshape(hw), cmap="gray", vmin=lo, vmax=hi,
-                               interpolation="nearest")
-                if i == 0:
-                    ax.set_title(f"step {common[j]}", fontsize=8)
-                if j == 0:
-                    ax.set_ylabel(label, fontsize=10)
+        xs, ms, steps = _last_frames(tx, tm, row, n, skip_blank)
+        return _frames_figure(xs, ms, steps, hw, n, row)
+
+
+def _last_frames(tx, tm, row: int, n: int, skip_blank: bool) -> tuple:
+    """(x frames, x_mu frames, steps) of the last ``n`` steps at which the traces ``tx`` (x)
+    and ``tm`` (x_mu) both hold a finite frame for batch row ``row``."""
+    rx, rm = _row_position(tx, row, "x"), _row_position(tm, row, "x_mu")
+    common, ix, im_ = np.intersect1d(tx.step, tm.step, return_indices=True)
+    if common.size == 0:
+        raise ValueError("x and x_mu share no recorded step")
+    # read a bounded tail, then keep the last n steps with finite frames
+    tail = min(common.size, max(4 * n, 64))
+    ix, im_, common = ix[-tail:], im_[-tail:], common[-tail:]
+    xs = np.asarray(tx.values[ix[0]:ix[-1] + 1, rx, :], np.float64)[ix - ix[0]]
+    ms = np.asarray(tm.values[im_[0]:im_[-1] + 1, rm, :], np.float64)[im_ - im_[0]]
+    ok = np.isfinite(xs).all(axis=1) & np.isfinite(ms).all(axis=1)
+    if skip_blank:
+        ok &= (xs != 0).any(axis=1)
+    sel = np.flatnonzero(ok)[-n:]
+    if sel.size == 0:
+        raise ValueError(f"no step with finite x and x_mu for batch row {row}")
+    return xs[sel], ms[sel], common[sel]
+
+
+def _frames_figure(xs, ms, steps, hw, n: int, row: int) -> Figure:
+    """The grid of :func:`predicted_vs_actual_frames`: ``n`` columns, the last ones empty
+    when fewer frames are given."""
+    lo, hi = min(xs.min(), ms.min()), max(xs.max(), ms.max())
+    if lo >= 0 and hi <= 1:
+        lo, hi = 0.0, 1.0
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="compressed")
+    k = steps.size
+    axes = fig.subplots(2, n, squeeze=False)
+    im = None
+    for j in range(n):
+        for i, (data, label) in enumerate(((xs, "actual\nx"), (ms, "predicted\nx_mu"))):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= k:
+                ax.set_axis_off()
+                continue
+            im = ax.imshow(data[j].reshape(hw), cmap="gray", vmin=lo, vmax=hi,
+                           interpolation="nearest")
+            if i == 0:
+                ax.set_title(f"step {steps[j]}", fontsize=8)
             if j == 0:
-                axes[1, 0].set_xlabel(f"{hw[1]}×{hw[0]} px")
-        cb = fig.colorbar(im, ax=axes, shrink=0.8)
-        cb.set_label("pixel value / probability")
-        fig.suptitle(f"Actual vs predicted frames, batch row {row} (last {k} recorded steps)")
-        return fig
+                ax.set_ylabel(label, fontsize=10)
+        if j == 0:
+            axes[1, 0].set_xlabel(f"{hw[1]}×{hw[0]} px")
+    cb = fig.colorbar(im, ax=axes, shrink=0.8)
+    cb.set_label("pixel value / probability")
+    fig.suptitle(f"Actual vs predicted frames, batch row {row} (last {k} recorded steps)")
+    return fig
 
 
 def spike_raster(rec, name: str = "spikes", row: int = 0, max_records: int = 2000) -> Figure:
@@ -558,56 +575,74 @@ def figure_plan(rec) -> tuple[list, list]:
     """
     with _opened(rec) as r:
         planned, skipped = [], []
-
-        def usable(name):
-            return name in r and len(r[name]) > 0
-
-        if usable("loss"):
-            planned.append(("learning_curve", learning_curve, {}))
-        else:
-            skipped.append(("learning_curve", "no 'loss' trace (or it is empty)"))
-        errs = [n for n in r.names if _ERROR_RE.match(n) and usable(n)]
-        if errs:
-            planned.append(("error_magnitudes", error_magnitudes,
-                            {"names": sorted(errs, key=_error_sort_key)}))
-        else:
-            skipped.append(("error_magnitudes", "no error-unit trace (e0, e1, eps1, ...)"))
-        states = sorted((n for n in r.names if _STATE_RE.match(n) and usable(n)
-                         and r[n].values.ndim == 3),
-                        key=lambda n: (int(_STATE_RE.match(n).group(2)), n))
-        for n in states:
-            planned.append((f"state_heatmap_{n}", state_heatmap, {"name": n,
-                                                                   "row": first_row(r[n])}))
-        if not states:
-            skipped.append(("state_heatmap", "no layer-state trace (z1, y1, h1, ...)"))
-        params, updates = _norm_traces(r)
-        if any(usable(t) for t in [*params.values(), *updates.values()]):
-            planned.append(("param_norms", param_norms, {}))
-        else:
-            skipped.append(("param_norms", "no norm_<param> / norm_d<param> trace"))
-        if usable("x") and usable("x_mu"):
-            tx, tm = r["x"], r["x_mu"]
-            rows_x = _json_attr(tx, "rows")
-            rows_m = _json_attr(tm, "rows")
-            common = [i for i in (rows_x if rows_x is not None else range(tx.shape[1]))
-                      if rows_m is None or i in rows_m]
-            side = math.isqrt(tx.shape[-1])
-            if side * side != tx.shape[-1]:
-                skipped.append(("frames", f"x has {tx.shape[-1]} units, not a square frame"))
-            elif not common:
-                skipped.append(("frames", "x and x_mu share no batch row"))
-            else:
-                planned.append(("frames", predicted_vs_actual_frames, {"row": common[0]}))
-        else:
-            skipped.append(("frames", "needs both 'x' and 'x_mu' traces"))
-        spikes = [n for n in r.names if n.startswith("spikes") and usable(n)
-                  and r[n].values.ndim >= 2]
-        for n in spikes:
-            planned.append((f"spike_raster_{n}", spike_raster, {"name": n,
-                                                                "row": first_row(r[n])}))
-        if not spikes:
-            skipped.append(("spike_raster", "no 'spikes*' trace"))
+        for plan in (_plan_learning_curve, _plan_error_magnitudes, _plan_state_heatmaps,
+                     _plan_param_norms, _plan_frames, _plan_spike_rasters):
+            p, s = plan(r)
+            planned += p
+            skipped += s
         return planned, skipped
+
+
+# Each _plan_<figure>(r) returns (planned, skipped) for one kind of figure, as figure_plan.
+def _usable(r: Recording, name: str) -> bool:
+    return name in r and len(r[name]) > 0
+
+
+def _plan_learning_curve(r: Recording) -> tuple[list, list]:
+    if _usable(r, "loss"):
+        return [("learning_curve", learning_curve, {})], []
+    return [], [("learning_curve", "no 'loss' trace (or it is empty)")]
+
+
+def _plan_error_magnitudes(r: Recording) -> tuple[list, list]:
+    errs = [n for n in r.names if _ERROR_RE.match(n) and _usable(r, n)]
+    if errs:
+        return [("error_magnitudes", error_magnitudes,
+                 {"names": sorted(errs, key=_error_sort_key)})], []
+    return [], [("error_magnitudes", "no error-unit trace (e0, e1, eps1, ...)")]
+
+
+def _plan_per_trace(r: Recording, figure: str, func, names: list, reason: str):
+    """One ``figure`` of the first recorded row of each trace in ``names`` (or ``reason``
+    for skipping it, when there is none)."""
+    planned = [(f"{figure}_{n}", func, {"name": n, "row": first_row(r[n])}) for n in names]
+    return planned, ([] if names else [(figure, reason)])
+
+
+def _plan_state_heatmaps(r: Recording) -> tuple[list, list]:
+    states = sorted((n for n in r.names if _STATE_RE.match(n) and _usable(r, n)
+                     and r[n].values.ndim == 3),
+                    key=lambda n: (int(_STATE_RE.match(n).group(2)), n))
+    return _plan_per_trace(r, "state_heatmap", state_heatmap, states,
+                           "no layer-state trace (z1, y1, h1, ...)")
+
+
+def _plan_param_norms(r: Recording) -> tuple[list, list]:
+    params, updates = _norm_traces(r)
+    if any(_usable(r, t) for t in [*params.values(), *updates.values()]):
+        return [("param_norms", param_norms, {})], []
+    return [], [("param_norms", "no norm_<param> / norm_d<param> trace")]
+
+
+def _plan_frames(r: Recording) -> tuple[list, list]:
+    if not (_usable(r, "x") and _usable(r, "x_mu")):
+        return [], [("frames", "needs both 'x' and 'x_mu' traces")]
+    tx, tm = r["x"], r["x_mu"]
+    rows_x = _json_attr(tx, "rows")
+    rows_m = _json_attr(tm, "rows")
+    common = [i for i in (rows_x if rows_x is not None else range(tx.shape[1]))
+              if rows_m is None or i in rows_m]
+    if _square_side(tx.shape[-1]) is None:
+        return [], [("frames", f"x has {tx.shape[-1]} units, not a square frame")]
+    if not common:
+        return [], [("frames", "x and x_mu share no batch row")]
+    return [("frames", predicted_vs_actual_frames, {"row": common[0]})], []
+
+
+def _plan_spike_rasters(r: Recording) -> tuple[list, list]:
+    spikes = [n for n in r.names if n.startswith("spikes") and _usable(r, n)
+              and r[n].values.ndim >= 2]
+    return _plan_per_trace(r, "spike_raster", spike_raster, spikes, "no 'spikes*' trace")
 
 
 def save_figure(fig: Figure, path) -> str:

@@ -73,10 +73,12 @@ def _jsonable(v):
     return str(v)
 
 
+def _decoded(v):
+    return v.decode() if isinstance(v, bytes) else v
+
+
 def _attr_json(attrs: dict, key: str):
-    v = attrs.get(key)
-    if isinstance(v, bytes):
-        v = v.decode()
+    v = _decoded(attrs.get(key))
     if isinstance(v, str):
         try:
             return json.loads(v)
@@ -86,9 +88,7 @@ def _attr_json(attrs: dict, key: str):
 
 
 def _start_time(attrs: dict, path: str) -> _dt.datetime:
-    raw = attrs.get("start_time")
-    if isinstance(raw, bytes):
-        raw = raw.decode()
+    raw = _decoded(attrs.get("start_time"))
     if not isinstance(raw, str):
         raise RecordingError(f"{path}: recording has no start_time attribute")
     try:
@@ -124,6 +124,79 @@ def _block_iterator(base):
     return _TraceBlocks
 
 
+def _check_target(run_path: str, out_path: str, step_seconds: float, overwrite: bool) -> None:
+    """Refuse a non-positive ``step_seconds`` and an ``out_path`` that may not be written."""
+    if not np.isfinite(step_seconds) or step_seconds <= 0:
+        raise ValueError(f"step_seconds must be a positive number, got {step_seconds!r}")
+    if os.path.exists(out_path):
+        if not overwrite:
+            raise FileExistsError(f"{out_path} already exists; pass overwrite=True "
+                                  "to replace it")
+        if os.path.exists(run_path) and os.path.samefile(run_path, out_path):
+            raise ValueError(f"out_path {out_path!r} is the recording itself")
+
+
+def _nwb_file(pynwb, rec, run_path: str, step_seconds: float, session_description):
+    """The NWBFile of a recording: start time, identifier, notes and description."""
+    raw_attrs = {k: v for k, v in rec.file.attrs.items()}
+    attrs = {k: _attr_json(raw_attrs, k) for k in sorted(raw_attrs)}
+    start = _start_time(raw_attrs, run_path)
+    notes = json.dumps(attrs, sort_keys=True, default=_jsonable)
+    identifier = str(uuid.uuid5(_UUID_NAMESPACE, notes))
+    if session_description is None:
+        versions = attrs.get("versions") if isinstance(attrs.get("versions"), dict) else {}
+        session_description = (
+            f"{attrs.get('learner', 'ptncn')} simulation recorded with ptncn "
+            f"{versions.get('ptncn', '?')} ({len(rec.names)} traces: "
+            f"{', '.join(rec.names)}); NWB time = step index x {step_seconds:g} s")
+    return pynwb.NWBFile(session_description=session_description, identifier=identifier,
+                         session_start_time=start, notes=notes,
+                         source_script="ptncn.export.to_nwb",
+                         source_script_file_name=os.path.basename(run_path))
+
+
+def _add_traces(pynwb, module, rec, step_seconds: float, data_io, blocks) -> None:
+    """One TimeSeries per trace in ``module``; traces recorded at the same steps share the
+    timestamps of the first of them."""
+    shared: list[tuple[np.ndarray, object]] = []       # (steps, TimeSeries owning them)
+    for name in rec.names:
+        trace = rec[name]
+        ta = trace.attrs
+        steps = np.asarray(trace.step, dtype=np.int64)
+        comments = {k: _attr_json(ta, k) for k in
+                    ("rows", "unit_index", "every", "phase", "axes", "kind", "full_shape")}
+        comments["step_seconds"] = step_seconds
+        unit = _attr_json(ta, "units") or "a.u."
+        description = _attr_json(ta, "meaning") or "no description"
+        if len(trace):
+            data = data_io(blocks(trace.values), compression="gzip", compression_opts=4)
+        else:
+            data = np.empty(trace.shape, dtype=np.float32)
+        owner = next((ts for s, ts in shared if s.shape == steps.shape
+                      and np.array_equal(s, steps)), None)
+        timestamps = steps.astype(np.float64) * step_seconds if owner is None else owner
+        ts = pynwb.TimeSeries(name=name, data=data, unit=str(unit), timestamps=timestamps,
+                              description=str(description),
+                              comments=json.dumps(comments, default=_jsonable))
+        if owner is None:
+            shared.append((steps, ts))
+        module.add(ts)
+
+
+def _write_replacing(pynwb, nwb, out_path: str) -> None:
+    """Write ``nwb`` under a temporary name next to ``out_path``, then rename it there."""
+    head, tail = os.path.split(out_path)
+    tmp = os.path.join(head, f".{tail}.{os.getpid()}.tmp.nwb")   # pynwb wants *.nwb
+    try:
+        with pynwb.NWBHDF5IO(tmp, "w") as io:
+            io.write(nwb)
+        os.replace(tmp, out_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def to_nwb(run_path, out_path, *, session_description: str | None = None,
            step_seconds: float = 1.0, overwrite: bool = False) -> str:
     """Write the recording at ``run_path`` as an NWB file at ``out_path``; return ``out_path``.
@@ -143,72 +216,14 @@ def to_nwb(run_path, out_path, *, session_description: str | None = None,
     pynwb, H5DataIO, GenericDataChunkIterator = _import_pynwb()
     run_path, out_path = os.fspath(run_path), os.fspath(out_path)
     step_seconds = float(step_seconds)
-    if not np.isfinite(step_seconds) or step_seconds <= 0:
-        raise ValueError(f"step_seconds must be a positive number, got {step_seconds!r}")
-    if os.path.exists(out_path):
-        if not overwrite:
-            raise FileExistsError(f"{out_path} already exists; pass overwrite=True "
-                                  "to replace it")
-        if os.path.exists(run_path) and os.path.samefile(run_path, out_path):
-            raise ValueError(f"out_path {out_path!r} is the recording itself")
-
+    _check_target(run_path, out_path, step_seconds, overwrite)
     with open_recording(run_path) as rec:
-        raw_attrs = {k: v for k, v in rec.file.attrs.items()}
-        attrs = {k: _attr_json(raw_attrs, k) for k in sorted(raw_attrs)}
-        start = _start_time(raw_attrs, run_path)
-        notes = json.dumps(attrs, sort_keys=True, default=_jsonable)
-        identifier = str(uuid.uuid5(_UUID_NAMESPACE, notes))
-        if session_description is None:
-            versions = attrs.get("versions") if isinstance(attrs.get("versions"), dict) else {}
-            session_description = (
-                f"{attrs.get('learner', 'ptncn')} simulation recorded with ptncn "
-                f"{versions.get('ptncn', '?')} ({len(rec.names)} traces: "
-                f"{', '.join(rec.names)}); NWB time = step index x {step_seconds:g} s")
-
-        nwb = pynwb.NWBFile(session_description=session_description, identifier=identifier,
-                            session_start_time=start, notes=notes,
-                            source_script="ptncn.export.to_nwb",
-                            source_script_file_name=os.path.basename(run_path))
+        nwb = _nwb_file(pynwb, rec, run_path, step_seconds, session_description)
         module = nwb.create_processing_module(
             name=MODULE_NAME,
             description="traces recorded by a ptncn simulation (ptncn.record.Recorder); "
                         f"time = step index x {step_seconds:g} s")
-        blocks = _block_iterator(GenericDataChunkIterator)
-        shared: list[tuple[np.ndarray, object]] = []       # (steps, TimeSeries owning them)
-        for name in rec.names:
-            trace = rec[name]
-            ta = trace.attrs
-            steps = np.asarray(trace.step, dtype=np.int64)
-            comments = {k: _attr_json(ta, k) for k in
-                        ("rows", "unit_index", "every", "phase", "axes", "kind", "full_shape")}
-            comments["step_seconds"] = step_seconds
-            unit = _attr_json(ta, "units") or "a.u."
-            description = _attr_json(ta, "meaning") or "no description"
-            if len(trace):
-                data = H5DataIO(blocks(trace.values), compression="gzip", compression_opts=4)
-            else:
-                data = np.empty(trace.shape, dtype=np.float32)
-            owner = next((ts for s, ts in shared if s.shape == steps.shape
-                          and np.array_equal(s, steps)), None)
-            if owner is None:
-                timestamps = steps.astype(np.float64) * step_seconds
-            else:
-                timestamps = owner
-            ts = pynwb.TimeSeries(name=name, data=data, unit=str(unit), timestamps=timestamps,
-                                  description=str(description),
-                                  comments=json.dumps(comments, default=_jsonable))
-            if owner is None:
-                shared.append((steps, ts))
-            module.add(ts)
-
-        head, tail = os.path.split(out_path)
-        tmp = os.path.join(head, f".{tail}.{os.getpid()}.tmp.nwb")   # pynwb wants *.nwb
-        try:
-            with pynwb.NWBHDF5IO(tmp, "w") as io:
-                io.write(nwb)
-            os.replace(tmp, out_path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        _add_traces(pynwb, module, rec, step_seconds, H5DataIO,
+                    _block_iterator(GenericDataChunkIterator))
+        _write_replacing(pynwb, nwb, out_path)
     return out_path

@@ -94,7 +94,27 @@ def load_zeroshot_config(path, overrides=()) -> dict:
     _check_keys("", raw, ZS_TOP)
     if "name" not in raw or "zeroshot" not in raw:
         raise ConfigError(f"{path}: a zero-shot config needs name = ... and [zeroshot]")
-    zs = {**ZS_DEFAULTS, **raw["zeroshot"]}
+    zs = _protocol_section(raw["zeroshot"])
+    learner_tables = _learner_tables(raw.get("learner", {}))
+    base = os.path.dirname(os.path.abspath(path))
+    cfgs = {}
+    for name in zs["learners"]:
+        table = learner_tables.get(name, {})
+        sets = [*zs["set"], *table.get("set", []), *task_overrides]
+        pair = {fam: validate(apply_overrides(_task_config(base, zs, fam, name),
+                                              [*zs[f"set_{fam}"], *sets]))
+                for fam in ("a", "b")}
+        pair["adapt_lr"] = table.get("adapt_lr", zs["adapt_lr"])
+        cfgs[name] = pair
+    return {"name": raw["name"], "description": raw.get("description", ""),
+            "protocol": {k: zs[k] for k in ("a", "b", "seeds", "adapt", "adapt_batch",
+                                            "adapt_lr", "test_batches", "learners")},
+            "configs": cfgs}
+
+
+def _protocol_section(section: dict) -> dict:
+    """The ``[zeroshot]`` table with its defaults filled in, checked."""
+    zs = {**ZS_DEFAULTS, **section}
     _check_keys("zeroshot.", zs, ZS_KEYS)
     for k in ("a", "b"):
         if k not in zs:
@@ -106,37 +126,35 @@ def load_zeroshot_config(path, overrides=()) -> dict:
         raise ConfigError(f"zeroshot.adapt = {adapt!r}: expected increasing counts >= 0")
     if zs["adapt_batch"] < 1:
         raise ConfigError("zeroshot.adapt_batch must be >= 1")
-    learner_tables = raw.get("learner", {})
-    for name, table in learner_tables.items():
+    return zs
+
+
+def _learner_tables(tables: dict) -> dict:
+    """The ``[learner.<name>]`` tables, checked (tables of unlisted learners are kept for
+    ``--set``)."""
+    for name, table in tables.items():
         _check_keys(f"learner.{name}.", table, {"set": list, "adapt_lr": (int, float)})
-        if name not in REGISTRY:       # tables of unlisted learners are kept for --set
+        if name not in REGISTRY:
             raise ConfigError(f"[learner.{name}]: unknown learner; allowed: {', '.join(REGISTRY)}")
-    base = os.path.dirname(os.path.abspath(path))
-    cfgs = {}
-    for name in zs["learners"]:
-        sets = [*zs["set"], *learner_tables.get(name, {}).get("set", []), *task_overrides]
-        pair = {}
-        for fam in ("a", "b"):
-            p = zs[fam] if os.path.isabs(zs[fam]) else os.path.join(base, zs[fam])
-            try:
-                with open(p, "rb") as f:
-                    c = tomllib.load(f)
-            except FileNotFoundError:
-                raise ConfigError(f"zeroshot.{fam} = {zs[fam]!r}: no such file {p}") from None
-            if c.get("model", {}).get("learner", "ptncn") != name:
-                # another learner on this task: keep only the task's output function
-                # (the [model] options are the task config learner's) and record the loss
-                model = {"learner": name}
-                if "out" in c.get("model", {}):
-                    model["out"] = c["model"]["out"]
-                c = {**c, "model": model, "record": {**c.get("record", {}), "traces": ["loss"]}}
-            pair[fam] = validate(apply_overrides(c, [*zs[f"set_{fam}"], *sets]))
-        pair["adapt_lr"] = learner_tables.get(name, {}).get("adapt_lr", zs["adapt_lr"])
-        cfgs[name] = pair
-    return {"name": raw["name"], "description": raw.get("description", ""),
-            "protocol": {k: zs[k] for k in ("a", "b", "seeds", "adapt", "adapt_batch",
-                                            "adapt_lr", "test_batches", "learners")},
-            "configs": cfgs}
+    return tables
+
+
+def _task_config(base: str, zs: dict, fam: str, learner: str) -> dict:
+    """Family ``fam``'s task config (path relative to ``base``), made to run ``learner``."""
+    p = zs[fam] if os.path.isabs(zs[fam]) else os.path.join(base, zs[fam])
+    try:
+        with open(p, "rb") as f:
+            c = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"zeroshot.{fam} = {zs[fam]!r}: no such file {p}") from None
+    if c.get("model", {}).get("learner", "ptncn") == learner:
+        return c
+    # another learner on this task: keep only the task's output function
+    # (the [model] options are the task config learner's) and record the loss
+    model = {"learner": learner}
+    if "out" in c.get("model", {}):
+        model["out"] = c["model"]["out"]
+    return {**c, "model": model, "record": {**c.get("record", {}), "traces": ["loss"]}}
 
 
 # ---------------------------------------------------------------------------
@@ -241,26 +259,13 @@ def run_seed(cfg_a: dict, cfg_b: dict, seed: int, protocol: dict, out_dir: str,
     cfg_b = copy.deepcopy(cfg_b)
     cfg_a["seed"] = cfg_b["seed"] = seed
     tb = protocol["test_batches"]
-    task_a, task_b = make_task(cfg_a, "train", data_dir), make_task(cfg_b, "train", data_dir)
-    if task_a.x_dim != task_b.x_dim or task_a.kind != task_b.kind:
-        raise ZeroShotError(f"families A ({type(task_a).__name__}, x_dim {task_a.x_dim}, "
-                            f"{task_a.kind}) and B ({type(task_b).__name__}, x_dim "
-                            f"{task_b.x_dim}, {task_b.kind}) need the same input size and kind")
-    test_a = make_task(cfg_a, task_a.default_eval_split, data_dir)
-    test_b = make_task(cfg_b, task_b.default_eval_split, data_dir)
+    task_a, test_a, test_b = _family_tasks(cfg_a, cfg_b, data_dir)
     t0 = time.perf_counter()
-    dirs = {k: os.path.join(out_dir, k) for k in ("A", "B")}
-    quiet_log = (lambda msg: None)
-    m_a = train(cfg_a, dirs["A"], data_dir, quiet=True, plots=False, log=quiet_log)
-    m_b = train(cfg_b, dirs["B"], data_dir, quiet=True, plots=False, log=quiet_log)
-    theta_a, theta_b = (os.path.join(dirs[k], "final.npz") for k in ("A", "B"))
-    log(f"    trained A ({m_a['train']['seconds']:.0f} s) and B ({m_b['train']['seconds']:.0f} s)")
-
+    theta_a, theta_b, seconds = _train_families(cfg_a, cfg_b, out_dir, data_dir, log)
     probe = load_learner(theta_a)
     corr = has_correction(probe)
     errors = tuple(e for e in ERROR_UNITS if e in probe.recordable)
-    res = {"seed": seed, "correction": corr, "errors": list(errors),
-           "train_seconds": {"A": m_a["train"]["seconds"], "B": m_b["train"]["seconds"]}}
+    res = {"seed": seed, "correction": corr, "errors": list(errors), "train_seconds": seconds}
     floor = make_learner(cfg_a, task_a.x_dim)
     cond = _frozen_conditions(theta_a, theta_b, floor, test_a, test_b, tb, errors)
     res["conditions"] = {k: {"mean": v["mean"], "loss_t": v["loss_t"].tolist(),
@@ -269,17 +274,9 @@ def run_seed(cfg_a: dict, cfg_b: dict, seed: int, protocol: dict, out_dir: str,
     if corr:
         res["zero_shot_gain"] = (cond["ii_frozen_uncorrected"]["mean"]
                                  - cond["i_frozen_corrected"]["mean"])
-    # (iii) online adaptation on B's training stream
-    cfg_stream = copy.deepcopy(cfg_b)
-    cfg_stream["task"]["batch_size"] = protocol["adapt_batch"]
-    stream = make_task(cfg_stream, "train", data_dir)
     adapted = load_learner(theta_a)
-    curve = adapt_curve(adapted, stream, test_b, protocol["adapt"], tb, protocol["adapt_lr"])
-    # the same online learning from a random init: what transfer from A is worth
-    scratch = adapt_curve(make_learner(cfg_a, task_a.x_dim), stream, test_b, protocol["adapt"],
-                          tb, protocol["adapt_lr"])
-    res["adaptation"] = [{"sequences": n, "loss_B": v, "loss_B_from_scratch": w}
-                         for (n, v), (_, w) in zip(curve, scratch)]
+    res["adaptation"] = _adaptation(adapted, cfg_a, cfg_b, task_a.x_dim, test_b, protocol,
+                                    data_dir)
     # forgetting: A's test loss under (i) before and after the adaptation
     before = cond["A_on_A"]["mean"]
     after = frame_losses(adapted, test_a, tb)["mean"]
@@ -289,6 +286,45 @@ def run_seed(cfg_a: dict, cfg_b: dict, seed: int, protocol: dict, out_dir: str,
         res["traces"] = record_traces(theta_a, test_b, os.path.join(out_dir, "traces_B.h5"))
     res["seconds"] = time.perf_counter() - t0
     return res
+
+
+def _family_tasks(cfg_a: dict, cfg_b: dict, data_dir) -> tuple:
+    """A's training task and the test tasks of A and B; the two families must match."""
+    task_a, task_b = make_task(cfg_a, "train", data_dir), make_task(cfg_b, "train", data_dir)
+    if task_a.x_dim != task_b.x_dim or task_a.kind != task_b.kind:
+        raise ZeroShotError(f"families A ({type(task_a).__name__}, x_dim {task_a.x_dim}, "
+                            f"{task_a.kind}) and B ({type(task_b).__name__}, x_dim "
+                            f"{task_b.x_dim}, {task_b.kind}) need the same input size and kind")
+    test_a = make_task(cfg_a, task_a.default_eval_split, data_dir)
+    test_b = make_task(cfg_b, task_b.default_eval_split, data_dir)
+    return task_a, test_a, test_b
+
+
+def _train_families(cfg_a: dict, cfg_b: dict, out_dir: str, data_dir, log) -> tuple:
+    """Train theta_A and theta_B into ``out_dir``/A and /B; their final model files and the
+    training time of each."""
+    dirs = {k: os.path.join(out_dir, k) for k in ("A", "B")}
+    quiet_log = (lambda msg: None)
+    m_a = train(cfg_a, dirs["A"], data_dir, quiet=True, plots=False, log=quiet_log)
+    m_b = train(cfg_b, dirs["B"], data_dir, quiet=True, plots=False, log=quiet_log)
+    theta_a, theta_b = (os.path.join(dirs[k], "final.npz") for k in ("A", "B"))
+    log(f"    trained A ({m_a['train']['seconds']:.0f} s) and B ({m_b['train']['seconds']:.0f} s)")
+    return theta_a, theta_b, {"A": m_a["train"]["seconds"], "B": m_b["train"]["seconds"]}
+
+
+def _adaptation(adapted, cfg_a: dict, cfg_b: dict, x_dim: int, test_b, protocol: dict,
+                data_dir) -> list:
+    """(iii): ``adapted`` (theta_A) learns online on B's training stream; B's test loss after
+    each count of ``protocol["adapt"]``, and that of the same learning from a random init."""
+    cfg_stream = copy.deepcopy(cfg_b)
+    cfg_stream["task"]["batch_size"] = protocol["adapt_batch"]
+    stream = make_task(cfg_stream, "train", data_dir)
+    counts, tb, lr = protocol["adapt"], protocol["test_batches"], protocol["adapt_lr"]
+    curve = adapt_curve(adapted, stream, test_b, counts, tb, lr)
+    # the same online learning from a random init: what transfer from A is worth
+    scratch = adapt_curve(make_learner(cfg_a, x_dim), stream, test_b, counts, tb, lr)
+    return [{"sequences": n, "loss_B": v, "loss_B_from_scratch": w}
+            for (n, v), (_, w) in zip(curve, scratch)]
 
 
 def _frozen_conditions(theta_a, theta_b, floor, test_a, test_b, tb: int, errors) -> dict:
@@ -389,48 +425,63 @@ def _fmt(d) -> str:
     return f"{d:.3f}"
 
 
+#: condition -> its row in the results table
+_TABLE_LABELS = {"i_frozen_corrected": "(i) θ_A frozen, with correction, on B",
+                 "ii_frozen_uncorrected": "(ii) θ_A frozen, no correction (β=0), on B",
+                 "upper_trained_on_B": "upper: θ_B (trained on B), on B",
+                 "floor_random_init": "floor: random init, on B",
+                 "A_on_A": "θ_A on A's own test set"}
+#: condition -> (legend label, colour, line style) in the figure
+_PLOT_STYLES = {"i_frozen_corrected": ("(i) θ_A frozen, correction", "C0", "-"),
+                "ii_frozen_uncorrected": ("(ii) θ_A frozen, β = 0", "C1", "--"),
+                "upper_trained_on_B": ("upper: θ_B", "C2", "-"),
+                "floor_random_init": ("floor: random init", "C3", ":")}
+
+
+def _loss_unit(learner_results: dict) -> str:
+    return "nats/frame" if learner_results["kind"] == "binary" else "nats/token"
+
+
+def _error_condition(conditions: dict) -> str:
+    """The frozen condition whose error units are compared with A's: (i), else (ii)."""
+    return "i_frozen_corrected" if "i_frozen_corrected" in conditions else "ii_frozen_uncorrected"
+
+
 def markdown_table(results: dict) -> str:
     """The results table: every number is mean ± 95% half-width over seeds."""
     lines = [f"## {results['name']}: zero-shot adaptation "
              f"(mean ± 95% CI over {len(results['protocol']['seeds'])} seeds)", ""]
     for name, r in results["learners"].items():
-        s = r["summary"]
-        unit = "nats/frame" if r["kind"] == "binary" else "nats/token"
         lines.append(f"### {name}: A = {r['task_a']}, B = {r['task_b']} "
-                     f"(loss in {unit}, mean over frames after the first; lower is better)")
-        lines.append("")
-        lines.append("| quantity | value |")
-        lines.append("|---|---|")
-        c = s["conditions"]
-        labels = [("i_frozen_corrected", "(i) θ_A frozen, with correction, on B"),
-                  ("ii_frozen_uncorrected", "(ii) θ_A frozen, no correction (β=0), on B"),
-                  ("upper_trained_on_B", "upper: θ_B (trained on B), on B"),
-                  ("floor_random_init", "floor: random init, on B"),
-                  ("A_on_A", "θ_A on A's own test set")]
-        for k, label in labels:
-            if k in c:
-                lines.append(f"| {label} | {_fmt(c[k]['mean_after_first'])} |")
-        if "zero_shot_gain" in s:
-            lines.append(f"| zero-shot gain L(ii) − L(i) | {_fmt(s['zero_shot_gain'])} |")
-        for a in s["adaptation"]:
-            lines.append(f"| (iii) after {a['sequences']} adaptation sequences, on B "
-                         f"(same updates from random init) | {_fmt(a['loss_B'])} "
-                         f"({_fmt(a['loss_B_from_scratch'])}) |")
-        f = s["forgetting"]
-        lines.append(f"| L_A before adaptation | {_fmt(f['loss_A_before'])} |")
-        lines.append(f"| L_A after adaptation | {_fmt(f['loss_A_after'])} |")
-        lines.append(f"| backward transfer L_A(before) − L_A(after) | "
-                     f"{_fmt(f['backward_transfer'])} |")
-        errs = c.get("i_frozen_corrected", c["ii_frozen_uncorrected"])["err_t"]
-        if errs:
-            cond = "i_frozen_corrected" if "i_frozen_corrected" in c else "ii_frozen_uncorrected"
-            for e in errs:
-                on_b = float(np.nanmean(c[cond]["err_t"][e]["mean"][1:]))
-                on_a = float(np.nanmean(c["A_on_A"]["err_t"][e]["mean"][1:]))
-                lines.append(f"| mean ‖{e}‖² per sequence row: θ_A on B / on A | "
-                             f"{on_b:.4g} / {on_a:.4g} |")
-        lines.append("")
+                     f"(loss in {_loss_unit(r)}, mean over frames after the first; "
+                     "lower is better)")
+        lines += ["", "| quantity | value |", "|---|---|", *_table_rows(r["summary"]), ""]
     return "\n".join(lines) + "\n"
+
+
+def _table_rows(s: dict) -> list[str]:
+    """The rows of one learner's table, from its :func:`summarise` output ``s``."""
+    c = s["conditions"]
+    rows = [f"| {label} | {_fmt(c[k]['mean_after_first'])} |"
+            for k, label in _TABLE_LABELS.items() if k in c]
+    if "zero_shot_gain" in s:
+        rows.append(f"| zero-shot gain L(ii) − L(i) | {_fmt(s['zero_shot_gain'])} |")
+    for a in s["adaptation"]:
+        rows.append(f"| (iii) after {a['sequences']} adaptation sequences, on B "
+                    f"(same updates from random init) | {_fmt(a['loss_B'])} "
+                    f"({_fmt(a['loss_B_from_scratch'])}) |")
+    f = s["forgetting"]
+    rows.append(f"| L_A before adaptation | {_fmt(f['loss_A_before'])} |")
+    rows.append(f"| L_A after adaptation | {_fmt(f['loss_A_after'])} |")
+    rows.append(f"| backward transfer L_A(before) − L_A(after) | "
+                f"{_fmt(f['backward_transfer'])} |")
+    cond = _error_condition(c)
+    for e in c[cond]["err_t"]:
+        on_b = float(np.nanmean(c[cond]["err_t"][e]["mean"][1:]))
+        on_a = float(np.nanmean(c["A_on_A"]["err_t"][e]["mean"][1:]))
+        rows.append(f"| mean ‖{e}‖² per sequence row: θ_A on B / on A | "
+                    f"{on_b:.4g} / {on_a:.4g} |")
+    return rows
 
 
 def plot_zeroshot(results: dict, path: str) -> str:
@@ -441,63 +492,68 @@ def plot_zeroshot(results: dict, path: str) -> str:
 
     names = list(results["learners"])
     fig, axes = plt.subplots(len(names), 3, figsize=(15, 4.2 * len(names)), squeeze=False)
-    styles = {"i_frozen_corrected": ("(i) θ_A frozen, correction", "C0", "-"),
-              "ii_frozen_uncorrected": ("(ii) θ_A frozen, β = 0", "C1", "--"),
-              "upper_trained_on_B": ("upper: θ_B", "C2", "-"),
-              "floor_random_init": ("floor: random init", "C3", ":")}
     for row, name in enumerate(names):
         r = results["learners"][name]
-        s = r["summary"]
-        unit = "nats/frame" if r["kind"] == "binary" else "nats/token"
-        ax = axes[row, 0]
-        for k, (label, color, ls) in styles.items():
-            if k not in s["conditions"]:
-                continue
-            m = np.asarray(s["conditions"][k]["loss_t"]["mean"], float)
-            h = np.asarray(s["conditions"][k]["loss_t"]["ci95"], float)
-            t = np.arange(m.shape[0])
-            ax.plot(t, m, ls, color=color, label=label)
-            if np.isfinite(h).any():
-                ax.fill_between(t, m - h, m + h, color=color, alpha=0.2)
-        ax.set(xlabel="frame index t within the sequence", ylabel=f"loss on B ({unit})",
-               title=f"{name}: loss on new family B, frame by frame")
-        ax.legend(fontsize=8)
-        ax = axes[row, 1]
-        n = np.array([a["sequences"] for a in s["adaptation"]], float)
-        m = np.array([a["loss_B"]["mean"] for a in s["adaptation"]])
-        h = np.array([a["loss_B"]["ci95"] for a in s["adaptation"]])
-        xs = n + 1
-        ax.errorbar(xs, m, yerr=np.where(np.isfinite(h), h, 0), marker="o", capsize=3,
-                    label="(iii) θ_A + online updates on B")
-        m2 = np.array([a["loss_B_from_scratch"]["mean"] for a in s["adaptation"]])
-        h2 = np.array([a["loss_B_from_scratch"]["ci95"] for a in s["adaptation"]])
-        ax.errorbar(xs, m2, yerr=np.where(np.isfinite(h2), h2, 0), marker="s", capsize=3,
-                    ls="--", color="C4", label="same online updates from random init")
-        for k in ("upper_trained_on_B", "floor_random_init"):
-            label, color, ls = styles[k]
-            ax.axhline(s["conditions"][k]["mean_after_first"]["mean"], color=color, ls=ls,
-                       label=label)
-        ax.set_xscale("log")
-        ax.set(xlabel="adaptation sequences seen + 1 (log)", ylabel=f"loss on B ({unit})",
-               title=f"{name}: online adaptation to B")
-        ax.legend(fontsize=8)
-        ax = axes[row, 2]
-        cond = ("i_frozen_corrected" if "i_frozen_corrected" in s["conditions"]
-                else "ii_frozen_uncorrected")
-        errs = s["conditions"][cond]["err_t"]
-        if errs:
-            for j, e in enumerate(errs):
-                for k, ls, where in ((cond, "-", "on B"), ("A_on_A", "--", "on A")):
-                    v = np.asarray(s["conditions"][k]["err_t"][e]["mean"], float)
-                    ax.plot(np.arange(v.shape[0]), v, ls, color=f"C{j}", label=f"‖{e}‖² {where}")
-            ax.set_yscale("log")
-            ax.set(xlabel="frame index t", ylabel="mean squared norm per row",
-                   title=f"{name}: error units of θ_A (frozen)")
-            ax.legend(fontsize=7, ncol=2)
-        else:
-            ax.text(0.5, 0.5, f"{name} has no error units", ha="center", va="center")
-            ax.set_axis_off()
+        _plot_frame_losses(axes[row, 0], name, r["summary"], _loss_unit(r))
+        _plot_adaptation(axes[row, 1], name, r["summary"], _loss_unit(r))
+        _plot_error_units(axes[row, 2], name, r["summary"])
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _plot_frame_losses(ax, name: str, s: dict, unit: str) -> None:
+    """Loss on B against the frame index, for every frozen condition."""
+    for k, (label, color, ls) in _PLOT_STYLES.items():
+        if k not in s["conditions"]:
+            continue
+        m = np.asarray(s["conditions"][k]["loss_t"]["mean"], float)
+        h = np.asarray(s["conditions"][k]["loss_t"]["ci95"], float)
+        t = np.arange(m.shape[0])
+        ax.plot(t, m, ls, color=color, label=label)
+        if np.isfinite(h).any():
+            ax.fill_between(t, m - h, m + h, color=color, alpha=0.2)
+    ax.set(xlabel="frame index t within the sequence", ylabel=f"loss on B ({unit})",
+           title=f"{name}: loss on new family B, frame by frame")
+    ax.legend(fontsize=8)
+
+
+def _plot_adaptation(ax, name: str, s: dict, unit: str) -> None:
+    """(iii): loss on B against the adaptation sequences seen, from theta_A and from scratch,
+    between the upper reference and the floor."""
+    xs = np.array([a["sequences"] for a in s["adaptation"]], float) + 1
+
+    def bars(key, **style):
+        m = np.array([a[key]["mean"] for a in s["adaptation"]])
+        h = np.array([a[key]["ci95"] for a in s["adaptation"]])
+        ax.errorbar(xs, m, yerr=np.where(np.isfinite(h), h, 0), capsize=3, **style)
+    bars("loss_B", marker="o", label="(iii) θ_A + online updates on B")
+    bars("loss_B_from_scratch", marker="s", ls="--", color="C4",
+         label="same online updates from random init")
+    for k in ("upper_trained_on_B", "floor_random_init"):
+        label, color, ls = _PLOT_STYLES[k]
+        ax.axhline(s["conditions"][k]["mean_after_first"]["mean"], color=color, ls=ls,
+                   label=label)
+    ax.set_xscale("log")
+    ax.set(xlabel="adaptation sequences seen + 1 (log)", ylabel=f"loss on B ({unit})",
+           title=f"{name}: online adaptation to B")
+    ax.legend(fontsize=8)
+
+
+def _plot_error_units(ax, name: str, s: dict) -> None:
+    """Squared norms of the error units of frozen theta_A per frame, on B and on A."""
+    cond = _error_condition(s["conditions"])
+    errs = s["conditions"][cond]["err_t"]
+    if not errs:
+        ax.text(0.5, 0.5, f"{name} has no error units", ha="center", va="center")
+        ax.set_axis_off()
+        return
+    for j, e in enumerate(errs):
+        for k, ls, where in ((cond, "-", "on B"), ("A_on_A", "--", "on A")):
+            v = np.asarray(s["conditions"][k]["err_t"][e]["mean"], float)
+            ax.plot(np.arange(v.shape[0]), v, ls, color=f"C{j}", label=f"‖{e}‖² {where}")
+    ax.set_yscale("log")
+    ax.set(xlabel="frame index t", ylabel="mean squared norm per row",
+           title=f"{name}: error units of θ_A (frozen)")
+    ax.legend(fontsize=7, ncol=2)
