@@ -155,14 +155,18 @@ def validate(cfg: dict) -> dict:
     return out
 
 
-def load_config(path, overrides: list[str] = ()) -> dict:
-    """Read a TOML config, apply ``section.key=value`` overrides, validate."""
+def read_toml(path) -> dict:
+    """A TOML file as a dict; malformed TOML is a ConfigError naming the file."""
     try:
         with open(path, "rb") as f:
-            cfg = tomllib.load(f)
+            return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return validate(apply_overrides(cfg, overrides))
+
+
+def load_config(path, overrides: list[str] = ()) -> dict:
+    """Read a TOML config, apply ``section.key=value`` overrides, validate."""
+    return validate(apply_overrides(read_toml(path), overrides))
 
 
 def apply_overrides(cfg: dict, overrides) -> dict:

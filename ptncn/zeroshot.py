@@ -47,12 +47,11 @@ import json
 import math
 import os
 import time
-import tomllib
 
 import numpy as np
 
 from .harness import (ConfigError, _check_keys, apply_overrides, first_batches, make_learner,
-                      make_task, train, validate)
+                      make_task, read_toml, train, validate)
 from .learner import REGISTRY, load_learner
 from .simulate import Simulation, simulate
 
@@ -80,11 +79,7 @@ def load_zeroshot_config(path, overrides=()) -> dict:
     ``overrides`` are ``zeroshot.key=value`` items (or ``section.key=value`` items
     applied to both task configs, e.g. ``train.batches=50``).
     """
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    raw = read_toml(path)
     task_overrides = []
     for item in overrides:
         if item.startswith("zeroshot."):
@@ -143,8 +138,7 @@ def _task_config(base: str, zs: dict, fam: str, learner: str) -> dict:
     """Family ``fam``'s task config (path relative to ``base``), made to run ``learner``."""
     p = zs[fam] if os.path.isabs(zs[fam]) else os.path.join(base, zs[fam])
     try:
-        with open(p, "rb") as f:
-            c = tomllib.load(f)
+        c = read_toml(p)
     except FileNotFoundError:
         raise ConfigError(f"zeroshot.{fam} = {zs[fam]!r}: no such file {p}") from None
     if c.get("model", {}).get("learner", "ptncn") == learner:
