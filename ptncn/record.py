@@ -157,10 +157,12 @@ class Recorder:
         return self
 
     # -- file lifecycle ------------------------------------------------------------------
-    def start(self, learner, batch: int, metrics=(), attrs: dict | None = None,
+    def start(self, learner, batch: int | None = None, metrics=(), attrs: dict | None = None,
               resume_from: "Recording | None" = None, resume_step: int | None = None) -> None:
         """Check every declared name, create the file and its datasets, enter SWMR mode.
 
+        ``batch``: the rows of the sequences to be recorded (default: the learner's
+        current ones; needed only by traces with one row per sequence).
         ``resume_from``/``resume_step``: copy the records of an earlier file with
         step < resume_step first (used by checkpoint resume).
         """
@@ -170,6 +172,7 @@ class Recorder:
             if spec.name not in known:
                 raise ValueError(f"cannot record unknown variable {spec.name!r}; "
                                  f"recordable: {', '.join(known)}")
+        batch = self._batch(learner, batch, metrics)
         for spec in self.specs:
             self.traces[spec.name] = self._trace(spec, learner, batch, metrics)
         tmp = None
@@ -201,6 +204,18 @@ class Recorder:
             os.replace(tmp, self.path)
         self.file = f
         self._last_flush = time.monotonic()
+
+    def _batch(self, learner, batch: int | None, metrics) -> int:
+        """``batch``, else the learner's; 1 when no declared trace has a row per sequence."""
+        batch = learner.batch if batch is None else batch
+        if batch is not None:
+            return int(batch)
+        per_row = [s.name for s in self.specs if s.name not in metrics
+                   and learner.quantity_shape(s.name, 1) != learner.quantity_shape(s.name, 2)]
+        if per_row:
+            raise ValueError(f"traces {per_row} have one row per sequence: pass start(learner, "
+                             "batch=...) or reset the learner first")
+        return 1
 
     @staticmethod
     def _write_header(f, learner, batch: int, attrs: dict | None) -> None:

@@ -262,3 +262,17 @@ def test_progress_bar_shows_steps_and_loss(tmp_path, capsys):
     assert "step" in err and "loss=" in err and "tok_s=" in err
     Simulation(model, task, 1, progress=False).run()
     assert capsys.readouterr().err == ""
+
+
+def test_start_without_batch_needs_it_only_for_per_row_traces(tmp_path):
+    m = PTNCN(4, (3, 3), seed=0)
+    rec = Recorder(tmp_path / "a.h5").add("norm_dW1").add("W1")
+    rec.start(m)                                   # no per-row trace: no batch needed
+    rec.close()
+    with pytest.raises(ValueError, match="one row per sequence"):
+        Recorder(tmp_path / "b.h5").add("z1").start(m)
+    m.reset(2)
+    rec = Recorder(tmp_path / "c.h5").add("z1")
+    rec.start(m)                                   # the learner's current batch
+    assert rec.traces["z1"].shape == (2, 3)
+    rec.close()

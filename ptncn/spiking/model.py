@@ -23,7 +23,6 @@ runtime targets or the compiled ``cpp_standalone`` server).
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from .. import activations as acts
