@@ -36,8 +36,6 @@ from ..learner import check_positive_ints
 
 ACTS = ("tanh", "identity", "relu", "sigmoid")
 OUTS = ("softmax", "sigmoid", "identity")
-REC_PARAMS = ("W_in", "W_rec", "b")
-PARAM_NAMES = ("W_in", "W_rec", "b", "W_out", "c")
 
 
 @dataclass
