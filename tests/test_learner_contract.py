@@ -214,3 +214,24 @@ def test_divergence_raises_and_leaves_everything_as_it_was(name, extra):
     assert info.value.step == before["steps"]
     assert_unchanged(before, learner)
     assert learner.steps_taken == before["steps"]
+
+
+def test_the_documented_learner_trains_from_a_config(tmp_path):
+    """docs/architecture.md's learner, once registered, runs through the harness: config
+    validated against its Config, trained, recorded, evaluated, resumable model files."""
+    from ptncn import harness
+    cfg = harness.validate({
+        "name": "leaky", "seed": 0,
+        "task": {"name": "cyclic", "batch_size": 8, "length": 12, "vocab": X},
+        "model": {"learner": "leaky_delta", "leak": 0.7},
+        "optimizer": {"name": "sgd", "lr": 0.5},
+        "train": {"batches": 30, "checkpoint_every": 50},
+        "record": {"traces": ["loss", "e", "norm_dW"]}})
+    with pytest.raises(harness.ConfigError, match="leek"):
+        harness.validate({**cfg, "model": {"learner": "leaky_delta", "leek": 0.7}})
+    metrics = harness.train(cfg, str(tmp_path), quiet=True, plots=False, log=lambda m: None)
+    assert metrics["final"]["loss"] < metrics["baselines"]["unigram"]["loss"]
+    model = load_learner(tmp_path / "final.npz")
+    assert model.name == "leaky_delta" and model.config.leak == 0.7
+    with open_recording(tmp_path / "run.h5") as r:
+        assert r["e"].shape[1:] == (1, X) and len(r["norm_dW"]) > 0
