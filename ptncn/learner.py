@@ -682,6 +682,10 @@ class Learner(abc.ABC):
         if meta.get("class") != cls.__name__:
             raise ModelFileError(f"{path}: holds a {meta.get('class')!r} model, not a "
                                  f"{cls.__name__!r}; use ptncn.learner.load_learner")
+        if meta.get("version") == 1 and "state_t" in meta:
+            raise ModelFileError(f"{path}: a checkpoint of an older ptncn (format version 1); "
+                                 "its parameters load with ptncn.load, its sequence state "
+                                 "cannot be resumed")
         config = cls.config_from_file(path, meta, overrides)
         hp = meta.get("optimizer")
         opt = None
@@ -704,8 +708,4 @@ class Learner(abc.ABC):
                 model.batch = int(meta["batch"])
         except (KeyError, TypeError) as exc:
             raise ModelFileError(f"{path}: carried state damaged ({exc!r})") from None
-        if meta.get("version") == 1 and "state_t" in meta:
-            raise ModelFileError(f"{path}: a checkpoint of an older ptncn (format version 1); "
-                                 "its parameters load with ptncn.load, its sequence state "
-                                 "cannot be resumed")
         return model

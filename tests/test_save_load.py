@@ -120,3 +120,29 @@ def test_user_callable_needs_override_on_load(tmp_path):
     b = load(tmp_path / "m.npz", act=clipped)
     np.testing.assert_array_equal(b.params["V1"], m.params["V1"])
     assert b.config.act is clipped
+
+
+def test_version_1_files_load_their_parameters(tmp_path):
+    """A model file of format version 1 (no learner name, no engine, no persistent arrays)
+    still loads; a version-1 checkpoint's sequence state is refused, not guessed."""
+    a = PTNCN(6, (5, 4), seed=2)
+    _train(a, 3)
+    a.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays["__meta__"]))
+    for key in ("learner", "extra_arrays"):
+        meta.pop(key)
+    meta["config"].pop("engine")
+    meta["version"] = 1
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "v1.npz", **arrays)
+    b = load(tmp_path / "v1.npz")
+    assert b.config == a.config and b.steps_taken == a.steps_taken
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k])
+    meta["state_t"] = 3
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "v1ckpt.npz", **arrays)
+    with pytest.raises(ModelFileError, match="version 1"):
+        load(tmp_path / "v1ckpt.npz")
