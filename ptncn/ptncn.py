@@ -29,6 +29,7 @@ of a sequence.  Then ``x_prev = x, s_l = y_l``.
 from __future__ import annotations
 
 import os
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
@@ -46,19 +47,20 @@ ENGINES = ("fast", "reference")
 # ---------------------------------------------------------------------------
 # configuration and state
 # ---------------------------------------------------------------------------
-@dataclass
-class PTNCNConfig(LearnerConfig):
-    """Everything that defines a P-TNCN (the optimizer is configured separately).
+#: the real-number options of :class:`LRAOptions`
+LRA_NUMBERS = ("beta", "alpha", "gamma", "zeta", "clip", "wght_sd", "err_wght_sd")
 
-    ``hidden`` lists the latent layer sizes h_1..h_L (L = len(hidden)); ``engine``
-    picks the backend that computes the step ("fast" or the readable "reference";
-    equal to 1e-6).
-    """
+
+@dataclass(kw_only=True)
+class LRAOptions:
+    """What P-TNCN and the spiking P-TNCN share (docs/model.md): the input size, the
+    latent layer sizes h_1..h_L, the correction step ``beta``, the error mixing
+    ``alpha``, the error-weight rate ``gamma``, top-down control ``zeta`` (0: off), the
+    update clipping radius ``clip``, the initial weight scales and the temporal error
+    rule for E."""
 
     x_dim: int
     hidden: tuple[int, ...] = (1000, 1000)
-    act: Any = "tanh"
-    out: Any = "softmax"
     beta: float = 0.1
     alpha: float = 0.001
     gamma: float = 1.0
@@ -66,8 +68,34 @@ class PTNCNConfig(LearnerConfig):
     clip: float = 1.0
     wght_sd: float = 0.05
     err_wght_sd: float = 0.05
-    K: int = 1
     temporal_error_rule: bool = False
+
+    @classmethod
+    def shared_fields(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(LRAOptions))
+
+    @property
+    def L(self) -> int:
+        return len(self.hidden)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """(X, h_1, ..., h_L): the size of layer l is sizes[l]."""
+        return (self.x_dim, *self.hidden)
+
+
+@dataclass
+class PTNCNConfig(LRAOptions, LearnerConfig):
+    """Everything that defines a P-TNCN (the optimizer is configured separately).
+
+    ``hidden`` lists the latent layer sizes h_1..h_L (L = len(hidden)); ``engine``
+    picks the backend that computes the step ("fast" or the readable "reference";
+    equal to 1e-6).
+    """
+
+    act: Any = "tanh"
+    out: Any = "softmax"
+    K: int = 1
     seed: int = 1234
     engine: str = "fast"
     label: ClassVar[str] = "P-TNCN"
@@ -80,23 +108,13 @@ class PTNCNConfig(LearnerConfig):
         if int(self.K) != self.K or self.K < 1:
             raise ValueError(f"K (correction iterations) must be an integer >= 1, got {self.K!r}")
         self.K = int(self.K)
-        check_finite_numbers(self, "beta", "alpha", "gamma", "zeta", "clip", "wght_sd",
-                             "err_wght_sd")
+        check_finite_numbers(self, *LRA_NUMBERS)
         if self.zeta < 0:
             raise ValueError(f"zeta must be >= 0 (0 switches top-down control off), got {self.zeta}")
         acts.get_activation(self.act)
         acts.get_output(self.out)
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be 'fast' or 'reference', got {self.engine!r}")
-
-    @property
-    def L(self) -> int:
-        return len(self.hidden)
-
-    @property
-    def sizes(self) -> tuple[int, ...]:
-        """(X, h_1, ..., h_L): the size of layer l is sizes[l]."""
-        return (self.x_dim, *self.hidden)
 
     def to_dict(self) -> dict:
         d = super().to_dict()

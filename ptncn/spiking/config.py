@@ -10,19 +10,18 @@ from typing import Any, ClassVar
 from .. import activations as acts
 from ..activations import LIF_RATE_DEFAULTS
 from ..learner import LearnerConfig, check_finite_numbers
-from ..ptncn import PTNCNConfig, refuse_callables
+from ..ptncn import LRA_NUMBERS, LRAOptions, PTNCNConfig, refuse_callables
 
 #: Brian2 code-generation targets: runtime (numpy, cython) or the compiled server
 TARGETS = ("numpy", "cython", "cpp_standalone")
 #: the fields shared with the rate model (:class:`~ptncn.ptncn.PTNCNConfig`)
-RATE_FIELDS = ("x_dim", "hidden", "out", "beta", "alpha", "gamma", "zeta", "clip", "wght_sd",
-               "err_wght_sd", "temporal_error_rule", "seed")
-_NUMBERS = ("beta", "alpha", "gamma", "zeta", "clip", "wght_sd", "err_wght_sd", "window_ms",
-            "tau_m", "tau_ref", "gain", "bias", "dt_ms", "err_theta")
+RATE_FIELDS = (*LRAOptions.shared_fields(), "out", "seed")
+_NUMBERS = (*LRA_NUMBERS, "window_ms", "tau_m", "tau_ref", "gain", "bias", "dt_ms",
+            "err_theta")
 
 
 @dataclass
-class SpikingConfig(LearnerConfig):
+class SpikingConfig(LRAOptions, LearnerConfig):
     """Everything that defines a :class:`~ptncn.spiking.SpikingPTNCN`.
 
     The P-TNCN fields mean what they mean in :class:`~ptncn.ptncn.PTNCNConfig`.  One
@@ -34,17 +33,8 @@ class SpikingConfig(LearnerConfig):
     and membrane traces of batch row 0 into the run file.
     """
 
-    x_dim: int
     hidden: tuple[int, ...] = (64, 64)
     out: Any = "sigmoid"
-    beta: float = 0.1
-    alpha: float = 0.001
-    gamma: float = 1.0
-    zeta: float = 1.0
-    clip: float = 1.0
-    wght_sd: float = 0.05
-    err_wght_sd: float = 0.05
-    temporal_error_rule: bool = False
     window_ms: float = 50.0
     tau_m: float = LIF_RATE_DEFAULTS["tau_m"]
     tau_ref: float = LIF_RATE_DEFAULTS["tau_ref"]
@@ -92,15 +82,6 @@ class SpikingConfig(LearnerConfig):
         if bad:
             raise ValueError(f"record_membrane: units {bad} outside layer 1 "
                              f"(0..{self.hidden[0] - 1})")
-
-    @property
-    def L(self) -> int:
-        return len(self.hidden)
-
-    @property
-    def sizes(self) -> tuple[int, ...]:
-        """(X, h_1, ..., h_L): the size of layer l is sizes[l]."""
-        return (self.x_dim, *self.hidden)
 
     @property
     def half_ms(self) -> float:
