@@ -317,10 +317,7 @@ def train(cfg: dict, out_dir: str | None = None, data_dir=None, quiet: bool = Fa
     """Run (or resume) the training described by ``cfg``; returns the final metrics."""
     log = log or (lambda msg: print(msg, flush=True))
     out_dir = out_dir or os.path.join("runs", cfg["name"])
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {k: os.path.join(out_dir, v) for k, v in
-             (("run", "run.h5"), ("ckpt", "run.ckpt.npz"), ("best", "best.npz"),
-              ("final", "final.npz"), ("config", "config.json"), ("metrics", "metrics.json"))}
+    paths = _run_paths(out_dir)
     tr = cfg["train"]
     task = make_task(cfg, "train", data_dir)
     split = tr["eval_split"] or task.default_eval_split
@@ -363,6 +360,14 @@ def train(cfg: dict, out_dir: str | None = None, data_dir=None, quiet: bool = Fa
         from .analysis import plot_run
         plot_run(paths["run"], os.path.join(out_dir, "plots"))
     return metrics
+
+
+def _run_paths(out_dir: str) -> dict:
+    """The files of a run folder (created if needed), by role."""
+    os.makedirs(out_dir, exist_ok=True)
+    return {k: os.path.join(out_dir, v) for k, v in
+            (("run", "run.h5"), ("ckpt", "run.ckpt.npz"), ("best", "best.npz"),
+             ("final", "final.npz"), ("config", "config.json"), ("metrics", "metrics.json"))}
 
 
 def _simulation(cfg: dict, task, paths: dict, quiet: bool, resume: bool, log) -> Simulation:
