@@ -98,7 +98,8 @@ class FactoredUpdates(Mapping):
 
     def first_nonfinite(self) -> str | None:
         """The factors are finite quantities times finite scales; only a norm (a sum of
-        squares) can still overflow."""
+        squares) can still overflow.  (The products themselves are formed inside the
+        optimizer step, which undoes and reports one that is not finite.)"""
         return next((name for name, nrm in self.norms.items() if not np.isfinite(nrm)), None)
 
     def __iter__(self):
@@ -245,5 +246,6 @@ class FastEngine:
 
     # -- applying ---------------------------------------------------------------------
     def apply(self, optimizer, updates: FactoredUpdates) -> None:
-        """One optimizer step on every block (fused into the GEMMs where it can be)."""
+        """One optimizer step on every block (fused into the GEMMs where it can be);
+        one that would leave a value NaN/inf is undone and raises NonFiniteStepError."""
         optimizer.step_factored(updates.blocks, self.params, self.blas)

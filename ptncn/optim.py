@@ -24,14 +24,65 @@ Two optional extras apply to every optimizer:
 
 ``step(params, grads)`` may overwrite the arrays in ``grads`` (they are
 scratch space): that keeps the update free of large temporaries.
+
+A step never leaves a parameter or a slot NaN or inf: one that would is undone
+(parameters, slots and ``t`` as before it) and raises
+:class:`~ptncn.errors.NonFiniteStepError` naming the parameter.  Checking every
+value after every step would cost a pass over all parameters and slots, so each
+optimizer keeps, per parameter (or stacked block), upper bounds on the magnitudes
+of the parameter and of its slots, grown from a bound on the update's entries
+(``||left|| ||right||`` for a factored update, ``||g||`` otherwise) by the
+optimizer's own rule (:meth:`Optimizer._grow`).  Only a parameter whose bound
+could reach overflow (:data:`SAFE`) is backed up, updated and checked
+element-wise (then its bounds are measured again); the others cost a few scalar
+operations.  The bounds assume that only the optimizer changes the parameters
+between its steps: after changing them otherwise call :meth:`Optimizer.forget_bounds`
+(``load_state_dict`` does).
 """
 
 from __future__ import annotations
 
+import math
+from functools import partial
+
 import numpy as np
+
+from .errors import NonFiniteStepError
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "Adam", "RMSprop",
            "make_optimizer", "OPTIMIZERS", "apply_max_norm"]
+
+#: magnitude bound below which a step cannot overflow float32 (nor can the squares
+#: that Adam, RMSprop and max-norm form); a parameter whose bound reaches it is
+#: backed up and checked
+SAFE = 1e18
+
+
+def _norm(a: np.ndarray) -> float:
+    """Frobenius norm (inf when the float32 sum of squares overflows)."""
+    return float(np.sqrt(np.vdot(a, a))) if a.size else 0.0
+
+
+def _maxabs(a: np.ndarray) -> float:
+    """Largest magnitude (NaN when ``a`` holds a NaN)."""
+    return float(np.max(np.abs(a))) if a.size else 0.0
+
+
+def _finite(a: np.ndarray) -> bool:
+    # the sum is a cheap screen; confirm element-wise (a sum can overflow)
+    return bool(np.isfinite(a.sum()) or np.isfinite(a).all())
+
+
+class _Unit:
+    """What one step updates as a whole: a parameter, or a stacked block of them.
+    ``parts`` lists (parameter name, index of its entries in ``array``); ``gbound``
+    bounds the update's entries; ``apply()`` performs the update."""
+
+    __slots__ = ("key", "array", "parts", "gbound", "apply")
+
+    def __init__(self, key, array, parts, gbound, apply):
+        self.key, self.array, self.parts = key, array, parts
+        self.gbound, self.apply = gbound, apply
 
 
 def apply_max_norm(p: np.ndarray, radius: float) -> None:
@@ -49,6 +100,12 @@ class Optimizer:
 
     name = "base"
     slot_names: tuple[str, ...] = ()
+    #: slots whose values are never negative (a model file's are checked)
+    nonnegative_slots: tuple[str, ...] = ()
+    #: the value a new slot starts at (default 0)
+    slot_fill: dict[str, float] = {}
+    #: True where :meth:`_fused` applies a factored step with BLAS calls only
+    fused = False
 
     def __init__(self, lr: float = 0.01, weight_decay: float = 0.0,
                  max_norm: float = 0.0):
@@ -65,6 +122,7 @@ class Optimizer:
         self.slots: dict[str, dict[str, np.ndarray]] = {s: {} for s in self.slot_names}
         self._gbuf: np.ndarray | None = None              # scratch of step_factored
         self._stacks: dict[tuple[str, str], np.ndarray] = {}   # stacked_slot storage
+        self._bounds: dict[str, dict[str, float]] = {}         # see the module doc
 
     # -- configuration -------------------------------------------------------
     def hyperparams(self) -> dict:
@@ -80,9 +138,13 @@ class Optimizer:
 
     # -- the update ------------------------------------------------------------
     def step(self, params: dict, grads: dict) -> None:
-        """Count one step and update every parameter named in ``grads`` (in place)."""
+        """Count one step and update every parameter named in ``grads`` (in place).
+        A step that would make a parameter or slot non-finite is undone and raises
+        :class:`~ptncn.errors.NonFiniteStepError`."""
         self.t += 1
-        self.apply(params, grads)
+        self._checked([_Unit(k, params[k], [(k, ...)], _norm(g),
+                             partial(self.apply, params, {k: g}))
+                       for k, g in grads.items()])
 
     def apply(self, params: dict, grads: dict) -> None:
         """Update the parameters named in ``grads`` as part of the current step
@@ -98,6 +160,83 @@ class Optimizer:
     def _update(self, key: str, p: np.ndarray, g: np.ndarray) -> None:  # pragma: no cover
         raise NotImplementedError
 
+    # -- the finiteness guarantee (see the module doc) -----------------------------
+    def _grow(self, b: dict[str, float], g: float) -> dict[str, float]:
+        """Bounds on the magnitudes of the parameter (``"p"``) and of each slot after one
+        update whose entries are at most ``g``, from their bounds ``b`` before it.
+        An optimizer that does not say has every update checked."""
+        return {k: math.inf for k in b}
+
+    def forget_bounds(self) -> None:
+        """Measure the magnitudes again before the next step (after the parameters or
+        slots were changed other than by this optimizer)."""
+        self._bounds.clear()
+
+    def _measure(self, u: _Unit) -> dict[str, float]:
+        b = {"p": _maxabs(u.array)}
+        for s in self.slot_names:
+            d, fill = self.slots[s], abs(self.slot_fill.get(s, 0.0))
+            b[s] = float(np.max([fill] + [_maxabs(d[n]) for n, _ in u.parts if n in d]))
+        return b
+
+    def _checked(self, units: list[_Unit]) -> None:
+        """Apply every unit.  Those whose bounds could reach overflow go first, each
+        backed up and checked; a non-finite result undoes them all and the step."""
+        risky, safe = [], []
+        for u in units:
+            b = self._bounds.get(u.key) or self._measure(u)
+            grown = self._grow(b, u.gbound + self.weight_decay * b["p"])
+            limit = SAFE
+            if self.max_norm > 0.0 and u.array.ndim >= 2:   # its row norms are formed
+                limit /= math.sqrt(u.array[0].size)
+            (safe if all(v < limit for v in grown.values()) else risky).append((u, grown))
+        backups = []
+        try:
+            for u, _ in risky:
+                backups.append(self._backup(u))
+                u.apply()
+                bad = self._nonfinite(u)
+                if bad is not None:
+                    raise NonFiniteStepError(*bad)
+        except NonFiniteStepError:
+            for (u, _), saved in zip(risky, backups):
+                self._restore(u, saved)
+            self.t -= 1
+            raise
+        for u, _ in risky:
+            self._bounds[u.key] = self._measure(u)
+        for u, grown in safe:
+            u.apply()
+            self._bounds[u.key] = grown
+
+    def _backup(self, u: _Unit):
+        return u.array.copy(), {(s, n): (self.slots[s][n].copy() if n in self.slots[s]
+                                         else None)
+                                for s in self.slot_names for n, _ in u.parts}
+
+    def _restore(self, u: _Unit, saved) -> None:
+        array, slots = saved
+        np.copyto(u.array, array)
+        for (s, n), v in slots.items():
+            if v is None:
+                self.slots[s].pop(n, None)
+                self._stacks.pop((s, u.key), None)
+            else:
+                np.copyto(self.slots[s][n], v)
+        self._bounds.pop(u.key, None)
+
+    def _nonfinite(self, u: _Unit) -> tuple[str, str | None] | None:
+        """(parameter, slot or None) of the first non-finite value of ``u``, or None."""
+        for n, idx in u.parts:
+            if not _finite(u.array[idx]):
+                return n, None
+        for s in self.slot_names:
+            for n, _ in u.parts:
+                a = self.slots[s].get(n)
+                if a is not None and not _finite(a):
+                    return n, s
+        return None
+
     # -- factored steps (the fast P-TNCN engine) ---------------------------------
     def step_factored(self, factors, views: dict, blas) -> None:
         """One step whose direction for each block is ``G = left.T @ right``.
@@ -106,22 +245,31 @@ class Optimizer:
         parameter array whose rows ``a:b`` hold the parameter ``name`` for each
         ``(name, a, b)`` in ``block.parts`` (``views[name]`` is that slice).  The
         base materialises one block's ``G`` at a time and applies the ordinary
-        update; optimizers whose update is a GEMM override :meth:`_fused`.
+        update; optimizers whose update is a GEMM override :meth:`_fused`.  Checked
+        like :meth:`step` (``||left|| ||right||`` bounds the entries of ``G``).
         """
         self.t += 1
-        if self.weight_decay == 0.0 and self.max_norm == 0.0 and self._fused(factors, blas):
-            return
-        size = max(blk.array.size for blk, _, _ in factors)
-        if self._gbuf is None or self._gbuf.size < size:
-            self._gbuf = np.empty(size, np.float32)
-        for blk, left, right in factors:
-            g = self._gbuf[:blk.array.size].reshape(blk.array.shape)
-            np.matmul(left.T, right, out=g)
-            self.apply(views, {name: g[a:b] for name, a, b in blk.parts})
+        fused = self.fused and self.weight_decay == 0.0 and self.max_norm == 0.0
+        if not fused:
+            size = max(blk.array.size for blk, _, _ in factors)
+            if self._gbuf is None or self._gbuf.size < size:
+                self._gbuf = np.empty(size, np.float32)
+        self._checked([_Unit(blk.name, blk.array, [(n, slice(a, b)) for n, a, b in blk.parts],
+                             _norm(left) * _norm(right),
+                             partial(self._apply_block, fused, blk, left, right, views, blas))
+                       for blk, left, right in factors])
 
-    def _fused(self, factors, blas) -> bool:
-        """Apply the factored step with BLAS calls only; False: not supported here."""
-        return False
+    def _apply_block(self, fused, blk, left, right, views, blas) -> None:
+        if fused:
+            self._fused([(blk, left, right)], blas)
+            return
+        g = self._gbuf[:blk.array.size].reshape(blk.array.shape)
+        np.matmul(left.T, right, out=g)
+        self.apply(views, {name: g[a:b] for name, a, b in blk.parts})
+
+    def _fused(self, factors, blas) -> None:  # pragma: no cover
+        """Apply the factored step with BLAS calls only (where ``fused``)."""
+        raise NotImplementedError
 
     def stacked_slot(self, slot: str, blk) -> np.ndarray:
         """A slot stored stacked like ``blk.array``, whose rows are the per-parameter
@@ -145,6 +293,7 @@ class Optimizer:
                 "slots": {s: {k: v.copy() for k, v in d.items()} for s, d in self.slots.items()}}
 
     def load_state_dict(self, state: dict) -> None:
+        self.forget_bounds()
         self.t = int(state["t"])
         self.slots = {s: {k: np.array(v, dtype=np.float32) for k, v in
                           state["slots"].get(s, {}).items()} for s in self.slot_names}
@@ -152,11 +301,14 @@ class Optimizer:
 
 class SGD(Optimizer):
     name = "sgd"
+    fused = True
+
+    def _grow(self, b, g):
+        return {"p": b["p"] + self.lr * g}
 
     def _fused(self, factors, blas):
         for blk, left, right in factors:                    # p -= lr G
             blas.gemm(-self.lr, left, True, right, False, 1.0, blk.array)
-        return True
 
     def _update(self, key, p, g):
         g *= np.float32(self.lr)
@@ -166,6 +318,7 @@ class SGD(Optimizer):
 class Momentum(Optimizer):
     name = "momentum"
     slot_names = ("accum",)
+    fused = True
 
     def __init__(self, lr=0.01, momentum=0.9, **kw):
         super().__init__(lr, **kw)
@@ -174,12 +327,15 @@ class Momentum(Optimizer):
     def hyperparams(self):
         return {**super().hyperparams(), "momentum": self.momentum}
 
+    def _grow(self, b, g):
+        a = abs(self.momentum) * b["accum"] + g
+        return {"p": b["p"] + self.lr * a, "accum": a}
+
     def _fused(self, factors, blas):
         for blk, left, right in factors:
             a = self.stacked_slot("accum", blk)
             blas.gemm(1.0, left, True, right, False, self.momentum, a)    # a = mu a + G
             blas.axpy(-self.lr, a, blk.array)                              # p -= lr a
-        return True
 
     def _update(self, key, p, g):
         a = self._slot("accum", key, p)
@@ -194,6 +350,12 @@ class Nesterov(Momentum):
 
     name = "nesterov"
 
+    def _grow(self, b, g):
+        mu = abs(self.momentum)
+        a = mu * b["accum"] + g        # both forms: p -= lr (g + mu a), and the fused one
+        step = g + mu * b["accum"] + (mu + abs(1.0 + self.momentum)) * a
+        return {"p": b["p"] + self.lr * step, "accum": a}
+
     def _fused(self, factors, blas):
         # p += lr mu a_old;  a = mu a + G;  p -= lr (1 + mu) a   (= p -= lr (G + mu a_new))
         lr, mu = self.lr, self.momentum
@@ -202,7 +364,6 @@ class Nesterov(Momentum):
             blas.axpy(lr * mu, a, p)
             blas.gemm(1.0, left, True, right, False, mu, a)
             blas.axpy(-lr * (1.0 + mu), a, p)
-        return True
 
     def _update(self, key, p, g):
         a = self._slot("accum", key, p)
@@ -218,6 +379,7 @@ class Nesterov(Momentum):
 class Adam(Optimizer):
     name = "adam"
     slot_names = ("m", "v")
+    nonnegative_slots = ("v",)
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, **kw):
         super().__init__(lr, **kw)
@@ -226,6 +388,17 @@ class Adam(Optimizer):
     def hyperparams(self):
         return {**super().hyperparams(), "beta1": self.beta1, "beta2": self.beta2,
                 "eps": self.eps}
+
+    def _grow(self, b, g):
+        b1, b2 = abs(self.beta1), abs(self.beta2)
+        m = b1 * b["m"] + abs(1.0 - self.beta1) * g
+        v = b2 * b["v"] + abs(1.0 - self.beta2) * g * g
+        den = 1.0 - self.beta1 ** self.t
+        lr_t = abs(self.lr * math.sqrt(abs(1.0 - self.beta2 ** self.t)) / den) if den else 0.0
+        eps = float(np.float32(self.eps))                            # as the update adds it
+        ok = eps > 0 and den != 0 and 0.0 <= self.beta2 <= 1.0      # v stays >= 0
+        step = lr_t * m / eps if ok else math.inf                   # |m / (sqrt v + eps)|
+        return {"p": b["p"] + step, "m": m, "v": v}
 
     def _update(self, key, p, g):
         m = self._slot("m", key, p)
@@ -249,6 +422,8 @@ class Adam(Optimizer):
 class RMSprop(Optimizer):
     name = "rmsprop"
     slot_names = ("ms", "mom")
+    nonnegative_slots = ("ms",)
+    slot_fill = {"ms": 1.0}
 
     def __init__(self, lr=0.001, rho=0.9, momentum=0.0, eps=1e-10, **kw):
         super().__init__(lr, **kw)
@@ -257,6 +432,14 @@ class RMSprop(Optimizer):
     def hyperparams(self):
         return {**super().hyperparams(), "rho": self.rho, "momentum": self.momentum,
                 "eps": self.eps}
+
+    def _grow(self, b, g):
+        ms = abs(self.rho) * b["ms"] + abs(1.0 - self.rho) * g * g
+        eps = float(np.float32(self.eps))                            # as the update adds it
+        ok = eps > 0 and 0.0 <= self.rho <= 1.0                      # ms stays >= 0
+        step = self.lr * g / math.sqrt(eps) if ok else math.inf
+        mom = abs(self.momentum) * b["mom"] + step
+        return {"p": b["p"] + mom, "ms": ms, "mom": mom}
 
     def _update(self, key, p, g):
         ms = self._slot("ms", key, p, fill=1.0)

@@ -265,10 +265,16 @@ def forward(p: dict, state: State, x: np.ndarray, m: np.ndarray, cfg: PTNCNConfi
 
 
 def clip_frobenius(g: np.ndarray, radius: float) -> np.ndarray:
-    """Scale ``g`` in place so that its Frobenius norm is <= radius (radius <= 0: off)."""
+    """Scale ``g`` in place so that its Frobenius norm is <= radius (radius <= 0: off).
+
+    An update whose norm is not finite (NaN/inf entries, or finite ones whose float32
+    squares overflow) cannot be clipped: it is made NaN, so that the step's divergence
+    check names it (``d<param>``, as the fast engine does) instead of applying zeros."""
     if radius > 0:
         norm = float(np.sqrt(np.vdot(g, g)))
-        if norm > radius:
+        if not np.isfinite(norm):
+            g.fill(np.nan)
+        elif norm > radius:
             g *= F32(radius / norm)
     return g
 

@@ -328,9 +328,17 @@ class ESN(Learner):
             P /= lam
         P += P.T
         P *= 0.5
-        if not (np.isfinite(W).all() and np.isfinite(P).all()):
+        if not np.isfinite(P).all():
             raise self.diverged("Wout", "RLS update")
-        return W, P
+        return self._readout(W, "RLS update"), P
+
+    def _readout(self, W: np.ndarray, where: str) -> np.ndarray:
+        """The readout ``W`` (float64) as stored, float32; DivergenceError naming Wout
+        when it is not finite there (a finite float64 value can overflow the cast)."""
+        W = W.astype(F32)
+        if not np.isfinite(W).all():
+            raise self.diverged("Wout", where)
+        return W
 
     def _apply(self, updates: ReadoutChange) -> None:
         """Set the readout exactly (no optimizer)."""
@@ -353,8 +361,7 @@ class ESN(Learner):
             W = np.linalg.solve(A, ex["B"])
         except np.linalg.LinAlgError:
             W = np.linalg.lstsq(A, ex["B"], rcond=None)[0]
-        if not np.isfinite(W).all():
-            raise self.diverged("Wout", "ridge solve")
+        W = self._readout(W, "ridge solve")
         self.commit(ReadoutChange(self.params["Wout"], W,
                                   {"n_pending": _count(0),
                                    "n_solves": _count(ex["n_solves"] + 1)}))
