@@ -5,8 +5,9 @@
 
 memory: peak RSS (VmHWM) of an online P-TNCN run (batch 50, 49 one-hot inputs)
 with z1, e0, eps1 recorded for 8 batch rows every step, minus the same run
-unrecorded (each in a fresh process).  overhead: median time per step with
-and without that recording, alternating runs, in one process.
+unrecorded (each in a fresh process).  overhead: median time per step
+unrecorded, recorded without checksums and recorded with them (the default),
+alternating runs, in one process.
 """
 
 from __future__ import annotations
@@ -75,8 +76,11 @@ def memory(a):
     print(json.dumps(res))
 
 
-def overhead(a):
-    sys.path.insert(0, ROOT)
+MODES = {"unrecorded": None, "recorded, no checksum": False, "recorded": True}
+
+
+def _time_per_step(a, mode, path):
+    """Seconds per step of one run (after 5 warm-up steps) in ``mode`` (see MODES)."""
     import numpy as np
 
     import ptncn
@@ -84,36 +88,48 @@ def overhead(a):
     B, X = 50, 49
     eye = np.eye(X, dtype=np.float32)
     mask = np.ones((B, 1), np.float32)
-    times = {"unrecorded": [], "recorded": []}
+    model = ptncn.PTNCN(X, (a.hidden, a.hidden), seed=0)
+    rec = None
+    if MODES[mode] is not None:
+        rec = Recorder(path, checksum=MODES[mode])
+        for name in ("z1", "e0", "eps1"):
+            rec.add(name, rows=list(range(8)))
+        rec.start(model, batch=B)
+    rng = np.random.default_rng(0)
+    model.reset(B)
+    for t in range(5):
+        model.step(eye[rng.integers(0, X, B)], mask)
+    t0 = time.perf_counter()
+    for t in range(a.steps):
+        model.step(eye[rng.integers(0, X, B)], mask)
+        if rec is not None:
+            rec.after_step(t, model)
+    if rec is not None:
+        rec.close()
+    return (time.perf_counter() - t0) / a.steps
+
+
+def overhead(a):
+    """Median time per step unrecorded, recorded without and with checksums (fletcher32),
+    the three alternating in one process."""
+    sys.path.insert(0, ROOT)
+    import numpy as np
+    times = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory() as d:
         for r in range(a.runs):
-            for mode in ("unrecorded", "recorded"):
-                model = ptncn.PTNCN(X, (a.hidden, a.hidden), seed=0)
-                rec = None
-                if mode == "recorded":
-                    rec = Recorder(os.path.join(d, f"r{r}.h5"))
-                    for name in ("z1", "e0", "eps1"):
-                        rec.add(name, rows=list(range(8)))
-                    rec.start(model, batch=B)
-                rng = np.random.default_rng(0)
-                model.reset(B)
-                for t in range(5):
-                    model.step(eye[rng.integers(0, X, B)], mask)
-                t0 = time.perf_counter()
-                for t in range(a.steps):
-                    model.step(eye[rng.integers(0, X, B)], mask)
-                    if rec is not None:
-                        rec.after_step(t, model)
-                if rec is not None:
-                    rec.close()
-                times[mode].append((time.perf_counter() - t0) / a.steps)
+            for k, mode in enumerate(MODES):
+                times[mode].append(_time_per_step(a, mode, os.path.join(d, f"r{r}_{k}.h5")))
     med = {k: float(np.median(v)) for k, v in times.items()}
-    frac = med["recorded"] / med["unrecorded"] - 1
-    print(f"h={a.hidden}, B={B}: {1e3 * med['unrecorded']:.2f} ms/step unrecorded, "
-          f"{1e3 * med['recorded']:.2f} ms/step recording z1, e0, eps1 (8 rows): "
-          f"overhead {100 * frac:+.1f}% (medians of {a.runs})")
+    base = med["unrecorded"]
+    frac = {k: v / base - 1 for k, v in med.items() if k != "unrecorded"}
+    cost = med["recorded"] / med["recorded, no checksum"] - 1
+    print(f"h={a.hidden}, B=50, recording z1, e0, eps1 (8 rows), medians of {a.runs}: "
+          f"{1e3 * base:.2f} ms/step unrecorded, "
+          f"{1e3 * med['recorded, no checksum']:.2f} recorded without checksums "
+          f"({100 * frac['recorded, no checksum']:+.1f}%), {1e3 * med['recorded']:.2f} "
+          f"with checksums ({100 * frac['recorded']:+.1f}%); checksums cost {100 * cost:+.1f}%")
     print(json.dumps({"hidden": a.hidden, "ms_per_step": {k: 1e3 * v for k, v in med.items()},
-                      "overhead_fraction": frac}))
+                      "overhead_fraction": frac, "checksum_cost_fraction": cost}))
 
 
 def main(argv=None):

@@ -167,15 +167,41 @@ def _wrap_user(fn: Callable) -> Activation:
         return fn
 
     def wrapped(h, rng=None):
-        return np.asarray(fn(h), dtype=h.dtype)
+        out = np.asarray(fn(h))
+        return out if out.dtype.kind not in "fiub" else out.astype(h.dtype, copy=False)
 
     wrapped.__name__ = getattr(fn, "__name__", "user_activation")
     return wrapped
 
 
+#: the input a user function is tried on once: (2, 5) float32 values in [-3, 3]
+PROBE = np.linspace(-3.0, 3.0, 10, dtype=np.float32).reshape(2, 5)
+
+
+def _probe(fn: Activation, name: str, kind: str) -> None:
+    """Call a (wrapped) user function once on :data:`PROBE`; refuse it, naming it, when
+    it fails or returns anything but finite real numbers of the input's shape."""
+    what = f"{kind} {name!r}"
+    try:
+        out = np.asarray(fn(PROBE.copy(), np.random.default_rng(0)))
+    except Exception as exc:         # noqa: BLE001 - any failure of the user's code
+        raise ValueError(f"{what} fails on a (2, 5) float32 probe input: "
+                         f"{type(exc).__name__}: {exc}") from None
+    if out.dtype.kind not in "fiub":
+        raise ValueError(f"{what} returned dtype {out.dtype} on a float32 probe input; "
+                         "expected real numbers")
+    if out.shape != PROBE.shape:
+        raise ValueError(f"{what} returned shape {out.shape} on a probe input of shape "
+                         f"{PROBE.shape}; expected the input's shape")
+    if not np.isfinite(out).all():
+        raise ValueError(f"{what} returned NaN or inf on finite probe input in [-3, 3]")
+
+
 def _resolve(spec, table: dict, kind: str) -> Activation:
     if callable(spec):
-        return _wrap_user(spec)
+        fn = _wrap_user(spec)
+        _probe(fn, getattr(spec, "__name__", "anonymous"), kind)
+        return fn
     if isinstance(spec, str) and spec in table:
         return table[spec]
     raise ValueError(f"unknown {kind} {spec!r}; known: {', '.join(sorted(table))} "

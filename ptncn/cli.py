@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import traceback
 
 import numpy as np
 
@@ -100,15 +102,15 @@ def _demo(args) -> int:
 
 
 def _demo_args(p) -> None:
-    p.add_argument("--batches", type=int, default=300)
-    p.add_argument("--every", type=int, default=25, help="print the train loss every N batches")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--length", type=int, default=20)
-    p.add_argument("--vocab", type=int, default=8)
-    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--batches", type=_int_at_least(1), default=300)
+    p.add_argument("--every", type=_int_at_least(1), default=25, help="print the train loss every N batches")
+    p.add_argument("--batch", type=_int_at_least(1), default=16)
+    p.add_argument("--length", type=_int_at_least(2), default=20)
+    p.add_argument("--vocab", type=_int_at_least(2), default=8)
+    p.add_argument("--hidden", type=_int_at_least(1), default=64)
     p.add_argument("--act", default="tanh")
     p.add_argument("--optimizer", default="nesterov")
-    p.add_argument("--lr", type=float, default=0.075)
+    p.add_argument("--lr", type=_positive_number, default=0.075)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--save", default=None, help="write the trained model here (.npz)")
     p.add_argument("--out", default=None,
@@ -124,13 +126,32 @@ def _set_option(p, **kw) -> None:
     p.add_argument("--set", action="append", default=[], **kw)
 
 
+def _writing(args, run) -> int:
+    """Run ``run()`` (a command that writes a run folder); the exit status of how it ended
+    (besides :func:`main`'s: 2 for bad input or a folder held by another process):
+    0 done, 3 the run diverged (its last good state saved), 130 interrupted by SIGINT
+    (a checkpoint saved)."""
+    from .errors import DivergenceError
+
+    try:
+        run()
+    except DivergenceError as exc:
+        saved = f"; the last good state is in {exc.checkpoint}" if exc.checkpoint else ""
+        line, code = f"ptncn: error: the run diverged: {exc}{saved}", 3
+    except KeyboardInterrupt as exc:
+        line, code = f"ptncn: {str(exc) or 'interrupted'}", 130
+    else:
+        return 0
+    print(traceback.format_exc() + line if args.debug else line, file=sys.stderr)
+    return code
+
+
 def _train(args) -> int:
     from .harness import load_config, train
 
     cfg = load_config(args.config, args.set)
-    train(cfg, out_dir=args.out, data_dir=args.data_dir, quiet=args.quiet,
-          plots=not args.no_plots)
-    return 0
+    return _writing(args, lambda: train(cfg, out_dir=args.out, data_dir=args.data_dir,
+                                        quiet=args.quiet, plots=not args.no_plots))
 
 
 def _train_args(p) -> None:
@@ -144,20 +165,22 @@ def _train_args(p) -> None:
 
 
 def _resume(args) -> int:
-    from .harness import apply_overrides, train, validate
+    from .harness import resume_config, train
 
-    with open(os.path.join(args.run_dir, "config.json")) as f:
-        cfg = validate(apply_overrides(json.load(f), args.set))
-    train(cfg, out_dir=args.run_dir, data_dir=args.data_dir, quiet=args.quiet, resume=True)
-    return 0
+    cfg = resume_config(args.run_dir, args.set)
+    return _writing(args, lambda: train(cfg, out_dir=args.run_dir, data_dir=args.data_dir,
+                                        quiet=args.quiet, resume=True,
+                                        plots=not args.no_plots))
 
 
 def _resume_args(p) -> None:
     p.add_argument("run_dir")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--no-plots", action="store_true")
     _set_option(p, metavar="SECTION.KEY=VALUE",
-                help="override a config value (e.g. a new train.time_budget_s)")
+                help="change how long the run goes on or when it evaluates: train.batches, "
+                     "train.time_budget_s, train.eval_every, ... (others are refused)")
 
 
 def _eval(args) -> int:
@@ -178,7 +201,8 @@ def _eval_args(p) -> None:
     p.add_argument("config")
     p.add_argument("--model", required=True, help="a model saved by train (best.npz, final.npz)")
     p.add_argument("--split", default=None, help="valid or test (default: the config's)")
-    p.add_argument("--batches", type=int, default=0, help="at most this many batches (0 = all)")
+    p.add_argument("--batches", type=_int_at_least(0), default=0,
+                   help="at most this many batches (0 = all)")
     p.add_argument("--data-dir", default=None)
     _set_option(p)
 
@@ -188,8 +212,7 @@ def _zeroshot(args) -> int:
 
     cfg = load_zeroshot_config(args.config, args.set)
     out = args.out or os.path.join("runs", cfg["name"])
-    run_zeroshot(cfg, out, data_dir=args.data_dir)
-    return 0
+    return _writing(args, lambda: run_zeroshot(cfg, out, data_dir=args.data_dir))
 
 
 def _zeroshot_args(p) -> None:
@@ -215,10 +238,16 @@ def _plot_args(p) -> None:
 
 
 def _export(args) -> int:
-    from .export import to_nwb
+    from .export import export_nwb
+    from .runlock import describe
 
-    path = to_nwb(args.file, args.nwb, step_seconds=args.step_seconds, overwrite=args.overwrite)
-    print(f"wrote {path}")
+    done = export_nwb(args.file, args.nwb, step_seconds=args.step_seconds,
+                      overwrite=args.overwrite, partial=args.partial)
+    print(f"wrote {done.path}")
+    if done.writer is not None:
+        upto = "" if done.last_step is None else f" (the latest of step {done.last_step})"
+        print(f"partial export: took {done.records} records of {done.traces} traces"
+              f"{upto}, flushed while {describe(done.writer)} was writing the run")
     return 0
 
 
@@ -228,6 +257,8 @@ def _export_args(p) -> None:
     p.add_argument("--step-seconds", type=float, default=1.0,
                    help="NWB time of one simulation step, in seconds (default 1)")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--partial", action="store_true",
+                   help="export a run that is still being written (the records flushed so far)")
 
 
 def _summary(args) -> int:
@@ -272,24 +303,82 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors in one line."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_at_least(lo: int):
+    """An argparse type: an integer >= ``lo``."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {text!r}")
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {v}")
+        return v
+    return parse
+
+
+def _positive_number(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return v
+
+
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    ap = argparse.ArgumentParser(prog="ptncn", description="P-TNCN simulator")
+    ap = _Parser(prog="ptncn", description="P-TNCN simulator")
     ap.add_argument("--version", action="version", version=f"ptncn {__version__}")
+    ap.add_argument("--debug", action="store_true",
+                    help="show the traceback of an error (else one line)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name, (help_text, add_arguments, _) in COMMANDS.items():
-        add_arguments(sub.add_parser(name, help=help_text))
+        p = sub.add_parser(name, help=help_text)
+        add_arguments(p)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the traceback of an error (else one line)")
     return ap
 
 
+#: errors that bad input (a config, a file, an argument, a busy folder) ends in: one line,
+#: exit status 2
+USER_ERRORS = (ValueError, OSError, KeyError, ImportError, FloatingPointError, RuntimeError,
+               MemoryError)
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
 def main(argv=None) -> int:
+    """Run one ``ptncn`` command; errors are one line on stderr (``--debug``: with the
+    traceback): exit 2 for bad input, 1 for anything unexpected."""
     args = _parser().parse_args(argv)
     try:
-        return COMMANDS[args.cmd][2](args)
-    except (ValueError, OSError, KeyError, ImportError) as exc:
-        print(f"ptncn: error: {exc}", file=sys.stderr)
-        return 2
+        code = COMMANDS[args.cmd][2](args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:          # the reader went away (``ptncn summary f | head``)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except USER_ERRORS as exc:
+        line, code, tb = f"ptncn: error: {_message(exc)}", 2, traceback.format_exc()
+    except Exception as exc:         # noqa: BLE001 - a bug: still one line, unless --debug
+        line, code, tb = (f"ptncn: internal error: {type(exc).__name__}: {_message(exc)} "
+                          "(rerun with --debug for the traceback)"), 1, traceback.format_exc()
+    print(tb + line if args.debug else line, file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -41,10 +41,12 @@ import datetime as _dt
 import json
 import os
 import uuid
+from dataclasses import dataclass
 
 import numpy as np
 
 from .record import RecordingError, open_recording
+from .runlock import describe
 
 NWB_MISSING = "NWB export needs the 'nwb' extra: pip install 'ptncn[nwb]'"
 MODULE_NAME = "ptncn"
@@ -138,7 +140,11 @@ def _check_target(run_path: str, out_path: str, step_seconds: float, overwrite: 
 
 def _nwb_file(pynwb, rec, run_path: str, step_seconds: float, session_description):
     """The NWBFile of a recording: start time, identifier, notes and description."""
-    raw_attrs = {k: v for k, v in rec.file.attrs.items()}
+    try:
+        raw_attrs = {k: v for k, v in rec.file.attrs.items()}
+    except (OSError, RuntimeError, KeyError) as exc:
+        raise RecordingError(f"{run_path}: damaged recording: its attributes cannot be "
+                             f"read ({exc})") from None
     attrs = {k: _attr_json(raw_attrs, k) for k in sorted(raw_attrs)}
     start = _start_time(raw_attrs, run_path)
     notes = json.dumps(attrs, sort_keys=True, default=_jsonable)
@@ -197,14 +203,52 @@ def _write_replacing(pynwb, nwb, out_path: str) -> None:
         raise
 
 
+@dataclass
+class Export:
+    """What :func:`export_nwb` wrote: the path, the records and traces it took, the step
+    of the latest record, and the live writer of the run (None when the run had ended)."""
+    path: str
+    records: int
+    traces: int
+    last_step: int | None
+    writer: dict | None
+
+
+def _refuse_live(rec, run_path: str, partial: bool) -> None:
+    if rec.writer is not None and not partial:
+        raise RecordingError(
+            f"{run_path} is still being written by {describe(rec.writer)}: an export now "
+            "would hold only the records flushed so far; wait for the run to end, or pass "
+            "--partial (partial=True) to export those")
+
+
+def _taken(rec) -> tuple[int, int | None]:
+    """The records of all traces, and the step of the latest one (None: no records)."""
+    lasts = [int(rec[n].step[-1]) for n in rec.names if len(rec[n])]
+    return sum(len(rec[n]) for n in rec.names), max(lasts, default=None)
+
+
 def to_nwb(run_path, out_path, *, session_description: str | None = None,
-           step_seconds: float = 1.0, overwrite: bool = False) -> str:
-    """Write the recording at ``run_path`` as an NWB file at ``out_path``; return ``out_path``.
+           step_seconds: float = 1.0, overwrite: bool = False, partial: bool = False) -> str:
+    """:func:`export_nwb`, returning only the path written."""
+    return export_nwb(run_path, out_path, session_description=session_description,
+                      step_seconds=step_seconds, overwrite=overwrite, partial=partial).path
+
+
+def export_nwb(run_path, out_path, *, session_description: str | None = None,
+               step_seconds: float = 1.0, overwrite: bool = False,
+               partial: bool = False) -> Export:
+    """Write the recording at ``run_path`` as an NWB file at ``out_path``; return what
+    was written (:class:`Export`).
 
     Each trace becomes a ``TimeSeries`` in the processing module ``"ptncn"``
     with the recorded values (time on axis 0, shape kept) and timestamps
     ``step * step_seconds`` (see the module docstring for the whole layout).
     ``session_description`` defaults to a one-line summary of the run.
+
+    A run whose folder a live writer holds (:mod:`ptncn.runlock`) is refused with
+    ``RecordingError`` unless ``partial``: then the records flushed so far are
+    exported, and the returned :class:`Export` says how many.
 
     Raises ``ImportError`` when pynwb is not installed, ``FileExistsError`` when
     ``out_path`` exists and ``overwrite`` is false, and whatever
@@ -218,6 +262,7 @@ def to_nwb(run_path, out_path, *, session_description: str | None = None,
     step_seconds = float(step_seconds)
     _check_target(run_path, out_path, step_seconds, overwrite)
     with open_recording(run_path) as rec:
+        _refuse_live(rec, run_path, partial)
         nwb = _nwb_file(pynwb, rec, run_path, step_seconds, session_description)
         module = nwb.create_processing_module(
             name=MODULE_NAME,
@@ -225,5 +270,6 @@ def to_nwb(run_path, out_path, *, session_description: str | None = None,
                         f"time = step index x {step_seconds:g} s")
         _add_traces(pynwb, module, rec, step_seconds, H5DataIO,
                     _block_iterator(GenericDataChunkIterator))
+        records, last = _taken(rec)
         _write_replacing(pynwb, nwb, out_path)
-    return out_path
+        return Export(out_path, records, len(rec.names), last, rec.writer)

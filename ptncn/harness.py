@@ -1,7 +1,11 @@
 """Training and evaluation from TOML configs (``ptncn train models/X.toml``).
 
 A config fully describes a run; unknown sections or keys, and values of the
-wrong type, are errors naming the key and what is allowed::
+wrong type or out of range (sizes are ints >= 1, counts and budgets >= 0, momentum-like
+rates in [0, 1), the learning rate > 0, every number finite; ``[model]`` values as the
+learner's Config checks them) are errors naming the key, what is expected and what was
+given (``<file>: [train] batches: expected int >= 1, got -1``), raised before anything
+is built::
 
     name = "ptb_char_small"
     seed = 1234
@@ -25,6 +29,7 @@ import copy
 import dataclasses
 import inspect
 import json
+import math
 import os
 import time
 import tomllib
@@ -34,6 +39,7 @@ import typing
 import numpy as np
 
 from .learner import REGISTRY, learner_class
+from .optim import OPTIMIZERS, make_optimizer
 from .simulate import Simulation, simulate
 
 # ---------------------------------------------------------------------------
@@ -53,30 +59,6 @@ HARNESS_FIELDS = ("x_dim", "seed")
 #: TOML value types a config field of this Python type accepts (arrays: see _toml_types)
 TOML_TYPES = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}
 
-TOP_KEYS = {"name": str, "seed": int, "description": str, "task": dict, "model": dict,
-            "optimizer": dict, "train": dict, "record": dict}
-TRAIN_KEYS = {"batches": int, "time_budget_s": (int, float), "eval_every": int,
-              "eval_batches": int, "final_eval_batches": int, "eval_split": str,
-              "checkpoint_every": int}
-RECORD_KEYS = {"traces": list, "rows": list, "every": int, "buffer_steps": int,
-               "flush_seconds": (int, float), "compression": str}
-OPTIMIZER_KEYS = {"name": str, "lr": (int, float), "momentum": (int, float),
-                  "weight_decay": (int, float), "max_norm": (int, float), "beta1": (int, float),
-                  "beta2": (int, float), "eps": (int, float), "rho": (int, float)}
-DEFAULTS = {
-    "seed": 1234,
-    "train": {"batches": 100, "time_budget_s": 0, "eval_every": 0, "eval_batches": 0,
-              "final_eval_batches": 0, "eval_split": "", "checkpoint_every": 0},
-    "record": {"traces": ["loss"], "rows": [0], "every": 1, "buffer_steps": 256,
-               "flush_seconds": 1.0, "compression": "lzf"},
-    "optimizer": {"name": "nesterov", "lr": 0.075, "momentum": 0.95},
-}
-
-
-class ConfigError(ValueError):
-    """A config file is malformed: unknown key, wrong type, unknown name."""
-
-
 @dataclasses.dataclass(frozen=True)
 class ListOf:
     """A TOML array whose items have the types ``items`` (None: any)."""
@@ -89,6 +71,75 @@ class ListOf:
             "list of " + " or ".join(t.__name__ for t in self.items)
 
 
+@dataclasses.dataclass(frozen=True)
+class Num:
+    """A finite number of the TOML ``types`` in a range: ``lo`` / ``hi`` (None: unbounded),
+    inclusive unless ``lo_open`` / ``hi_open``."""
+
+    types: tuple = (int, float)
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    @property
+    def __name__(self) -> str:
+        kind = "int" if self.types == (int,) else "number"
+        if self.lo is not None and self.hi is not None:
+            return (f"{kind} in {'(' if self.lo_open else '['}{self.lo:g}, "
+                    f"{self.hi:g}{')' if self.hi_open else ']'}")
+        if self.lo is not None:
+            return f"{kind} {'>' if self.lo_open else '>='} {self.lo:g}"
+        return f"finite {kind}"
+
+    def accepts(self, v) -> bool:
+        if isinstance(v, bool) or not isinstance(v, self.types) or not math.isfinite(v):
+            return False
+        lo_ok = self.lo is None or (v > self.lo if self.lo_open else v >= self.lo)
+        return lo_ok and (self.hi is None or (v < self.hi if self.hi_open else v <= self.hi))
+
+
+@dataclasses.dataclass(frozen=True)
+class OneOf:
+    """One of the strings ``values``."""
+
+    values: tuple
+
+    @property
+    def __name__(self) -> str:
+        return "one of " + ", ".join(map(repr, self.values))
+
+
+SIZE, COUNT = Num((int,), 1), Num((int,), 0)          # sizes >= 1; counts >= 0 (0: off/all)
+NONNEG, POSITIVE = Num(lo=0), Num(lo=0, lo_open=True)
+FRACTION = Num(lo=0, hi=1, hi_open=True)              # momentum-like: [0, 1)
+TOP_KEYS = {"name": str, "seed": COUNT, "description": str, "task": dict, "model": dict,
+            "optimizer": dict, "train": dict, "record": dict}
+TRAIN_KEYS = {"batches": SIZE, "time_budget_s": NONNEG, "eval_every": COUNT,
+              "eval_batches": COUNT, "final_eval_batches": COUNT, "eval_split": str,
+              "checkpoint_every": COUNT}
+RECORD_KEYS = {"traces": ListOf((str,)), "rows": ListOf((COUNT,)), "every": SIZE,
+               "buffer_steps": SIZE, "flush_seconds": NONNEG,
+               "compression": OneOf(("lzf", "gzip", "none"))}
+OPTIMIZER_KEYS = {"name": OneOf(tuple(OPTIMIZERS)), "lr": POSITIVE, "momentum": FRACTION,
+                  "weight_decay": NONNEG, "max_norm": NONNEG, "beta1": FRACTION,
+                  "beta2": FRACTION, "eps": POSITIVE, "rho": FRACTION}
+#: what a task constructor's annotated parameter accepts (its ints are sizes or counts >= 1)
+TASK_TYPES = {int: SIZE, float: Num(), bool: bool, str: str}
+DEFAULTS = {
+    "seed": 1234,
+    "train": {"batches": 100, "time_budget_s": 0, "eval_every": 0, "eval_batches": 0,
+              "final_eval_batches": 0, "eval_split": "", "checkpoint_every": 0},
+    "record": {"traces": ["loss"], "rows": [0], "every": 1, "buffer_steps": 256,
+               "flush_seconds": 1.0, "compression": "lzf"},
+    "optimizer": {"name": "nesterov", "lr": 0.075, "momentum": 0.95},
+}
+
+
+class ConfigError(ValueError):
+    """A config file is malformed: unknown key, wrong type or range, unknown name."""
+
+
 def _type_ok(v, t) -> bool:
     if t is None:
         return True
@@ -98,7 +149,16 @@ def _type_ok(v, t) -> bool:
 def _is(v, t) -> bool:
     if isinstance(t, ListOf):
         return isinstance(v, list) and all(_type_ok(e, t.items) for e in v)
+    if isinstance(t, Num):
+        return t.accepts(v)
+    if isinstance(t, OneOf):
+        return isinstance(v, str) and v in t.values
     return isinstance(v, t) and (t is bool or not isinstance(v, bool))
+
+
+def _where(section: str, key: str) -> str:
+    """``[section] key`` (``section`` given as "name." or "" for the top level)."""
+    return f"[{section.rstrip('.')}] {key}" if section else key
 
 
 def _check_keys(section: str, d: dict, allowed: dict) -> None:
@@ -108,7 +168,7 @@ def _check_keys(section: str, d: dict, allowed: dict) -> None:
         if not _type_ok(v, allowed[k]):
             t = allowed[k]
             want = " or ".join(x.__name__ for x in (t if isinstance(t, tuple) else (t,)))
-            raise ConfigError(f"{section}{k} = {v!r}: expected {want}")
+            raise ConfigError(f"{_where(section, k)}: expected {want}, got {v!r}")
 
 
 def _task_class(name: str):
@@ -120,9 +180,21 @@ def _task_class(name: str):
 
 
 def _signature_keys(fn, exclude=()) -> dict:
-    return {p.name: None for p in inspect.signature(fn).parameters.values()
-            if p.name not in ("self", *exclude) and p.kind in (p.POSITIONAL_OR_KEYWORD,
-                                                                p.KEYWORD_ONLY)}
+    """The keyword parameters of ``fn`` (a task class) -> the TOML values each accepts,
+    from its annotations (:data:`TASK_TYPES`; None: not checked here)."""
+    try:
+        hints = typing.get_type_hints(fn.__init__ if isinstance(fn, type) else fn)
+    except (NameError, TypeError):
+        hints = {}
+    out = {}
+    for p in inspect.signature(fn).parameters.values():
+        if p.name in ("self", *exclude) or p.kind not in (p.POSITIONAL_OR_KEYWORD,
+                                                          p.KEYWORD_ONLY):
+            continue
+        types_ = _toml_types(hints.get(p.name))
+        out[p.name] = None if types_ is None else tuple(TASK_TYPES.get(t, t) for t in types_
+                                                        if t is not int or float not in types_)
+    return out
 
 
 def validate(cfg: dict) -> dict:
@@ -141,18 +213,57 @@ def validate(cfg: dict) -> dict:
     allowed = _signature_keys(cls, exclude=("split", "data_dir", "seed", *fixed))
     _check_keys("task.", {k: v for k, v in task.items() if k != "name"}, allowed)
     out["task"] = task
-    model = dict(cfg["model"])
-    learner = model.pop("learner", "ptncn")
-    _check_keys("model.", model, model_schema(learner_cls(learner).Config))
-    out["model"] = {"learner": learner, **model}
+    out["model"] = _check_model(dict(cfg["model"]), out["seed"])
     opt = {**DEFAULTS["optimizer"], **cfg.get("optimizer", {})}
     _check_keys("optimizer.", opt, OPTIMIZER_KEYS)
+    _check_optimizer(opt)
     out["optimizer"] = opt
     for sec, keys in (("train", TRAIN_KEYS), ("record", RECORD_KEYS)):
         d = {**DEFAULTS[sec], **cfg.get(sec, {})}
         _check_keys(f"{sec}.", d, keys)
         out[sec] = d
     return out
+
+
+def _check_model(model: dict, seed: int) -> dict:
+    """``[model]`` checked against the learner's Config: the TOML types of its fields, then
+    its own checks (ranges), by building it (``x_dim`` 1 stands in for the task's)."""
+    learner = model.pop("learner", "ptncn")
+    config_cls = learner_cls(learner).Config
+    _check_keys("model.", model, model_schema(config_cls))
+    try:
+        config_cls.from_dict({"x_dim": 1, "seed": seed, **model})
+    except (ValueError, TypeError, ZeroDivisionError) as exc:
+        raise ConfigError(f"{_culprit(config_cls, model, seed)}: {exc}") from None
+    return {"learner": learner, **model}
+
+
+def _culprit(config_cls, model: dict, seed: int) -> str:
+    """``[model] key``: the first key that the Config refuses on its own (with the other
+    fields at their defaults); ``[model]`` when only a combination is refused."""
+    for key, value in model.items():
+        try:
+            config_cls.from_dict({"x_dim": 1, "seed": seed, key: value})
+        except (ValueError, TypeError, ZeroDivisionError):
+            return f"[model] {key}"
+    return "[model]"
+
+
+def _optimizer_kwargs(opt: dict) -> tuple[str, dict]:
+    """The optimizer's name and the options it is built with (``momentum`` only for the
+    momentum methods, which the others do not take)."""
+    kw = {k: v for k, v in opt.items() if k != "name"}
+    if opt["name"] not in ("momentum", "nesterov"):
+        kw.pop("momentum", None)
+    return opt["name"], kw
+
+
+def _check_optimizer(opt: dict) -> None:
+    name, kw = _optimizer_kwargs(opt)
+    try:
+        make_optimizer(name, **kw)
+    except ValueError as exc:
+        raise ConfigError(f"[optimizer] {exc}") from None
 
 
 def read_toml(path) -> dict:
@@ -165,8 +276,13 @@ def read_toml(path) -> dict:
 
 
 def load_config(path, overrides: list[str] = ()) -> dict:
-    """Read a TOML config, apply ``section.key=value`` overrides, validate."""
-    return validate(apply_overrides(read_toml(path), overrides))
+    """Read a TOML config, apply ``section.key=value`` overrides, validate; errors name
+    the file."""
+    cfg = apply_overrides(read_toml(path), overrides)
+    try:
+        return validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def apply_overrides(cfg: dict, overrides) -> dict:
@@ -252,8 +368,11 @@ def make_learner(cfg: dict, x_dim: int):
     kw = {k: opt.pop(k) for k in ("lr", "momentum", "weight_decay", "max_norm") if k in opt}
     if name not in ("momentum", "nesterov"):
         kw.pop("momentum", None)
-    return cls(x_dim, seed=cfg["seed"], optimizer=name, optimizer_options=opt or None,
-               **kw, **model)
+    learner = cls(x_dim, seed=cfg["seed"], optimizer=name, optimizer_options=opt or None,
+                  **kw, **model)
+    if "batch_size" in cfg["task"]:          # refused before the task makes a batch
+        learner.check_memory(cfg["task"]["batch_size"])
+    return learner
 
 
 def first_batches(task, max_batches: int = 0) -> range:
@@ -314,25 +433,47 @@ def _per_row(learner, name: str) -> bool:
 
 def train(cfg: dict, out_dir: str | None = None, data_dir=None, quiet: bool = False,
           resume: bool = False, plots: bool = True, log=None) -> dict:
-    """Run (or resume) the training described by ``cfg``; returns the final metrics."""
+    """Run (or resume) the training described by ``cfg``; returns the final metrics.
+
+    The run owns its folder for its whole length (:class:`ptncn.runlock.RunLock`:
+    another writer is refused; partial files of a killed run are removed).  However it
+    ends it leaves ``run.ckpt.npz``: at the end, at the time budget, on SIGINT
+    (:class:`ptncn.errors.RunInterrupted` after the current step) and on divergence (the
+    state before the diverging step; the :class:`DivergenceError` names the file).
+    ``resume``: continue from that checkpoint up to ``cfg["train"]["batches"]``, keeping
+    the best score and evaluation history; a finished run is left untouched and its
+    recorded metrics are returned.
+    """
+    from .runlock import RunLock
+
     log = log or (lambda msg: print(msg, flush=True))
     out_dir = out_dir or os.path.join("runs", cfg["name"])
+    with RunLock(out_dir, "resume" if resume else "train"):
+        return _train_locked(cfg, out_dir, data_dir, quiet, resume, plots, log)
+
+
+def _train_locked(cfg: dict, out_dir: str, data_dir, quiet: bool, resume: bool, plots: bool,
+                  log) -> dict:
     paths = _run_paths(out_dir)
     tr = cfg["train"]
     task = make_task(cfg, "train", data_dir)
     split = tr["eval_split"] or task.default_eval_split
     eval_task = make_task(cfg, split, data_dir)
+    sim = _simulation(cfg, task, paths, quiet, resume, log)
+    if sim is None:
+        return _finished(paths, out_dir, log)
+    learner = sim.learner
+    best, history = _past_evaluations(sim, paths) if resume else ({"loss": float("inf")}, [])
+    sim.checkpoint_meta = {"best": best, "history": history}
     with open(paths["config"], "w") as f:
         json.dump(cfg, f, indent=2)
-    sim = _simulation(cfg, task, paths, quiet, resume, log)
-    learner = sim.learner
-    best, history, t0 = {"loss": float("inf")}, [], time.perf_counter()
+    t0 = time.perf_counter()
 
     def batch_end(sim, b, mean_loss):
         if tr["eval_every"] and (b + 1) % tr["eval_every"] == 0:
             m = evaluate(learner, eval_task, tr["eval_batches"])
             m.update(batch=b + 1, step=sim.step, seconds=time.perf_counter() - t0)
-            history.append(m)
+            history.append(json.loads(json.dumps(m, default=float)))
             log(_fmt(f"batch {b + 1} {split}", m))
             if m["loss"] < best["loss"]:
                 best.update(m)
@@ -340,10 +481,7 @@ def train(cfg: dict, out_dir: str | None = None, data_dir=None, quiet: bool = Fa
         if tr["time_budget_s"] and time.perf_counter() - t0 > tr["time_budget_s"]:
             sim.stop = True
     sim.on_batch_end = batch_end
-    res = sim.run()
-    if sim.stop:            # stopped by the time budget: leave a checkpoint to resume from
-        sim.save_checkpoint()
-        log(f"time budget reached at step {sim.step}; `ptncn resume {out_dir}` continues")
+    res = _run_to_checkpoint(sim, out_dir, log)
     learner.save(paths["final"])
     final = evaluate(learner, eval_task, tr["final_eval_batches"])
     if final["loss"] < best["loss"]:
@@ -362,6 +500,81 @@ def train(cfg: dict, out_dir: str | None = None, data_dir=None, quiet: bool = Fa
     return metrics
 
 
+def _run_to_checkpoint(sim: Simulation, out_dir: str, log):
+    """``sim.run()``, leaving a checkpoint however it ends: at the end, at the time budget,
+    on SIGINT (re-raised saying how to resume) or on divergence (the state before the
+    diverging step; the error carries the file)."""
+    from .errors import DivergenceError, RunInterrupted
+    try:
+        res = sim.run()
+    except DivergenceError as exc:
+        sim.save_checkpoint()
+        exc.checkpoint = sim.checkpoint_path
+        raise
+    except RunInterrupted as exc:
+        raise RunInterrupted(f"interrupted at step {exc.step}; checkpoint saved; "
+                             f"`ptncn resume {out_dir}` continues", exc.step,
+                             exc.checkpoint) from None
+    sim.save_checkpoint()
+    if sim.stop:            # stopped by the time budget
+        log(f"time budget reached at step {sim.step}; `ptncn resume {out_dir}` continues")
+    return res
+
+
+def _finished(paths: dict, out_dir: str, log) -> dict:
+    """A resumed run that has nothing left to do: say so, change nothing."""
+    log(f"{out_dir} is finished (train.batches reached); nothing to resume — "
+        "`--set train.batches=N` with a larger N trains it further")
+    try:
+        with open(paths["metrics"]) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _past_evaluations(sim: Simulation, paths: dict) -> tuple[dict, list]:
+    """The best score and evaluation history of a resumed run up to its checkpoint: from
+    the checkpoint, or (checkpoints that predate them) from its metrics.json."""
+    meta = sim.learner.extra_meta
+    if "best" in meta and "history" in meta:
+        return dict(meta["best"]), list(meta["history"])
+    try:
+        with open(paths["metrics"]) as f:
+            history = [h for h in json.load(f).get("history", []) if h["step"] <= sim.step]
+    except (OSError, ValueError, KeyError, TypeError):
+        history = []
+    best = min(history, key=lambda h: h["loss"], default={"loss": float("inf")})
+    return dict(best), history
+
+
+#: what ``ptncn resume --set`` may change: how long the run goes on, when it evaluates,
+#: checkpoints and flushes.  Anything else would make the resumed run another run.
+RESUME_KEYS = ("train.batches", "train.time_budget_s", "train.eval_every",
+               "train.eval_batches", "train.final_eval_batches", "train.checkpoint_every",
+               "record.buffer_steps", "record.flush_seconds")
+
+
+def resume_config(run_dir: str, overrides=()) -> dict:
+    """The config of the run in ``run_dir`` with ``overrides`` (``section.key=value``)
+    applied and validated.  Only :data:`RESUME_KEYS` may be overridden; anything else is
+    refused, naming it.  Reads only: nothing in the folder is written."""
+    path = os.path.join(run_dir, "config.json")
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{run_dir}: not a run folder (no config.json)") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    refused = [k for k in (item.split("=", 1)[0].strip() for item in overrides)
+               if k not in RESUME_KEYS]
+    if refused:
+        raise ConfigError(f"resume cannot change {', '.join(refused)} (a resumed run keeps "
+                          f"its config; it may change {', '.join(RESUME_KEYS)}); start a new "
+                          "run with `ptncn train --set ...` instead")
+    return validate(apply_overrides(saved, overrides))
+
+
 def _run_paths(out_dir: str) -> dict:
     """The files of a run folder (created if needed), by role."""
     os.makedirs(out_dir, exist_ok=True)
@@ -370,20 +583,37 @@ def _run_paths(out_dir: str) -> dict:
              ("final", "final.npz"), ("config", "config.json"), ("metrics", "metrics.json"))}
 
 
-def _simulation(cfg: dict, task, paths: dict, quiet: bool, resume: bool, log) -> Simulation:
-    """A new run's Simulation, or the one resuming from the run's checkpoint."""
+def _simulation(cfg: dict, task, paths: dict, quiet: bool, resume: bool, log):
+    """A new run's Simulation, or the one resuming from the run's checkpoint (None when
+    that run is finished: its checkpoint at or past ``train.batches``)."""
     tr, progress = cfg["train"], False if quiet else None
+    attrs = {"config": cfg, "seed": cfg["seed"]}
     if resume:
-        from .learner import load_learner
-        probe = load_learner(paths["ckpt"])
-        sim = Simulation.resume(paths["ckpt"], task, recorder=_recorder(cfg, paths["run"], probe),
-                                checkpoint_every=tr["checkpoint_every"], progress=progress)
+        probe = _checkpoint(paths)
+        if probe is None or probe.extra_meta["position"][0] >= tr["batches"]:
+            return None
+        sim = Simulation.resume(paths["ckpt"], task, tr["batches"],
+                                recorder=_recorder(cfg, paths["run"], probe),
+                                checkpoint_every=tr["checkpoint_every"], progress=progress,
+                                attrs=attrs)
         log(f"resuming {cfg['name']} at step {sim.step} (batch {sim.position[0]})")
         return sim
     learner = make_learner(cfg, task.x_dim)
     return Simulation(learner, task, tr["batches"], recorder=_recorder(cfg, paths["run"], learner),
                       checkpoint_every=tr["checkpoint_every"], checkpoint_path=paths["ckpt"],
-                      progress=progress, attrs={"config": cfg, "seed": cfg["seed"]})
+                      progress=progress, attrs=attrs)
+
+
+def _checkpoint(paths: dict):
+    """The learner in a run's checkpoint; None for a run that finished without one."""
+    from .learner import load_learner
+    if os.path.exists(paths["ckpt"]) or not os.path.exists(paths["metrics"]):
+        try:
+            return load_learner(paths["ckpt"])
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{os.path.dirname(paths['ckpt'])}: no checkpoint "
+                                    "(run.ckpt.npz) to resume from") from None
+    return None
 
 
 def _train_summary(res) -> dict:

@@ -35,6 +35,7 @@ import abc
 import dataclasses
 import importlib
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -43,8 +44,10 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from .errors import DivergenceError, FormatVersionError, ModelFileError
+from .errors import (DivergenceError, FormatVersionError, ModelFileError, NonFiniteStepError,
+                     ResourceLimitError)
 from .optim import Optimizer, make_optimizer, resolve_optimizer
+from .resources import check_memory
 
 FORMAT_NAME = "ptncn-model"
 FORMAT_VERSION = 2
@@ -123,25 +126,59 @@ def read_model_file(path, versions=None) -> tuple[dict, dict]:
     :class:`FormatVersionError` when ``versions`` is given and the file's is not in it.
     """
     path = os.fspath(path)
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path}: not a ptncn model file (not an .npz archive: "
+                             "corrupt, truncated or another format)")
     try:
         with np.load(path, allow_pickle=False) as f:
             if "__meta__" not in f.files:
                 raise ModelFileError(f"{path}: not a ptncn model file (no __meta__ record)")
+            _check_headers(path, f.zip)
             meta = json.loads(str(f["__meta__"]))
-            if meta.get("format") != FORMAT_NAME:
-                raise ModelFileError(f"{path}: not a ptncn model file "
-                                     f"(format {meta.get('format')!r})")
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+                raise ModelFileError(f"{path}: not a ptncn model file (format "
+                                     f"{meta.get('format') if isinstance(meta, dict) else meta!r})")
             if versions is not None and meta.get("version") not in versions:
                 raise FormatVersionError(
                     f"{path}: model file format version {meta.get('version')!r}, but this "
                     f"ptncn reads version(s) {', '.join(map(str, versions))}")
             arrays = {k: f[k] for k in f.files if k != "__meta__"}
-    except (ModelFileError, FormatVersionError, FileNotFoundError):
+    except (ModelFileError, FormatVersionError, FileNotFoundError, ResourceLimitError):
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError,
             json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path}: corrupt or truncated model file ({exc})") from None
     return meta, arrays
+
+
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _check_headers(path: str, archive: zipfile.ZipFile) -> None:
+    """Read every array's .npy header before any data: an array of Python objects, or a
+    shape larger than the bytes its member holds (a tampered or truncated file), is a
+    :class:`ModelFileError`; arrays that would not fit in memory are refused
+    (:class:`~ptncn.errors.ResourceLimitError`) before anything is allocated."""
+    total = 0
+    for info in archive.infolist():
+        name = info.filename.removesuffix(".npy")
+        with archive.open(info) as member:
+            read = _NPY_HEADERS.get(np.lib.format.read_magic(member))
+            if read is None:
+                raise ModelFileError(f"{path}: {name}: unsupported .npy format version")
+            shape, _, dtype = read(member)
+            header = member.tell()
+        if dtype.hasobject:
+            raise ModelFileError(f"{path}: not a ptncn model file ({name} holds Python "
+                                 "objects, which ptncn never loads)")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes > info.file_size - header:
+            raise ModelFileError(f"{path}: {name} claims shape {shape} {dtype} ({nbytes:,} "
+                                 f"bytes) but holds {info.file_size - header:,} bytes "
+                                 "(truncated or tampered model file)")
+        total += nbytes
+    check_memory(f"loading {path}", {"arrays": total})
 
 
 def pack_params(params: Mapping[str, np.ndarray], optimizer) -> dict[str, np.ndarray]:
@@ -157,25 +194,52 @@ def pack_params(params: Mapping[str, np.ndarray], optimizer) -> dict[str, np.nda
 
 def unpack_params(path, arrays: Mapping[str, np.ndarray], params, optimizer, t: int) -> None:
     """Inverse of :func:`pack_params`: fill ``params`` and ``optimizer`` (step count ``t``)
-    from a model file's arrays; a missing parameter is a :class:`ModelFileError`.
-    Optimizer slots keep the parameters' dtype."""
+    from a model file's arrays.  A missing, misshapen or non-finite parameter and a bad
+    optimizer slot (see :func:`read_slots`) are a :class:`ModelFileError`.  Optimizer
+    slots keep the parameters' dtype."""
+    path = os.fspath(path)
     for k in params:
         key = f"param/{k}"
         if key not in arrays:
-            raise ModelFileError(f"{os.fspath(path)}: parameter {k!r} missing")
-        params[k] = arrays[key]
+            raise ModelFileError(f"{path}: parameter {k!r} missing")
+        try:
+            params[k] = arrays[key]
+        except ValueError as exc:
+            raise ModelFileError(f"{path}: {exc}") from None
     if optimizer is None:
         return
+    slots = read_slots(path, arrays, params, optimizer)
+    optimizer.load_state_dict({"t": t, "slots": slots})
+    for s, d in slots.items():
+        optimizer.slots[s].update(d)
+
+
+def read_slots(path: str, arrays: Mapping[str, np.ndarray], params, optimizer) -> dict:
+    """The optimizer slots among a model file's arrays (``opt/<slot>/<param>``), each
+    checked to be a slot of ``optimizer`` for a parameter in ``params``, with its shape,
+    finite in its dtype (and >= 0 where the optimizer needs it)."""
     slots: dict[str, dict] = {}
     for key, v in arrays.items():
-        if key.startswith("opt/"):
-            _, slot, name = key.split("/", 2)
-            slots.setdefault(slot, {})[name] = v
-    optimizer.load_state_dict({"t": t, "slots": slots})
-    for d in optimizer.slots.values():
-        for k in d:
-            if k in params:
-                d[k] = np.array(d[k], dtype=params[k].dtype)
+        if not key.startswith("opt/"):
+            continue
+        _, slot, name = (key.split("/", 2) + ["", ""])[:3]
+        where = f"{path}: optimizer slot {slot!r} of parameter {name!r}"
+        if slot not in optimizer.slot_names:
+            known = ", ".join(optimizer.slot_names) or "none"
+            raise ModelFileError(f"{where}: not a slot of {optimizer.name} (its slots: {known})")
+        if name not in params:
+            raise ModelFileError(f"{where}: no such parameter (parameters: "
+                                 f"{', '.join(params)})")
+        if v.dtype.kind not in "fiu" or v.shape != params[name].shape:
+            raise ModelFileError(f"{where}: shape {v.shape} and dtype {v.dtype}, expected "
+                                 f"shape {params[name].shape} of real numbers")
+        v = np.array(v, dtype=params[name].dtype)
+        if not np.isfinite(v).all():
+            raise ModelFileError(f"{where}: contains NaN or inf")
+        if slot in optimizer.nonnegative_slots and (v < 0).any():
+            raise ModelFileError(f"{where}: contains negative values (must be >= 0)")
+        slots.setdefault(slot, {})[name] = v
+    return slots
 
 
 # ---------------------------------------------------------------------------
@@ -333,6 +397,16 @@ def check_positive_ints(cfg, *names) -> None:
         setattr(cfg, name, int(v))
 
 
+def int_list(name: str, values) -> tuple[int, ...]:
+    """``values`` (a list or tuple) as a tuple of ints; a non-integer (2.5, "3", True) is
+    refused, naming ``name``."""
+    out = tuple(values) if isinstance(values, (list, tuple)) else None
+    if out is None or any(isinstance(v, (bool, np.bool_)) or not isinstance(
+            v, (int, np.integer)) for v in out):
+        raise ValueError(f"{name} must be a list of integers, got {values!r}")
+    return tuple(int(v) for v in out)
+
+
 def check_finite_numbers(cfg, *names) -> None:
     """Each named field of ``cfg`` must be a finite real number (stored as float)."""
     for name in names:
@@ -375,10 +449,11 @@ class ParamDict(dict):
     model never aliases a caller's array.
     """
 
-    def __init__(self, arrays: Mapping[str, np.ndarray]):
+    def __init__(self, arrays: Mapping[str, np.ndarray], on_change=None):
         super().__init__()
         for k, v in arrays.items():
             dict.__setitem__(self, k, v)
+        self.on_change = on_change      # called after an assignment (e.g. optimizer bounds)
 
     def __setitem__(self, key, value):
         if key not in self:
@@ -392,6 +467,8 @@ class ParamDict(dict):
         if not np.isfinite(arr).all():
             raise ValueError(f"parameter {key!r}: contains NaN or inf")
         np.copyto(target, arr, casting="unsafe")
+        if self.on_change is not None:
+            self.on_change()
 
     def update(self, other=(), **kw):  # route through __setitem__'s checks
         for k, v in dict(other, **kw).items():
@@ -462,7 +539,10 @@ class Learner(abc.ABC):
         self.optimizer = optimizer
         self.rng = np.random.default_rng(config.seed)
         self.extra: dict[str, np.ndarray] = {}
-        self.params = ParamDict(self._build())
+        self._checked_batch: int | None = None
+        n = sum(math.prod(s) for s in self.param_shapes().values())
+        check_memory(f"a {type(self).__name__} of {n:,} parameters", self.memory_bytes(0))
+        self.params = ParamDict(self._build(), on_change=self._params_assigned)
         self.state = None
         self.batch: int | None = None
         self.quantities: dict[str, np.ndarray] = {}
@@ -470,6 +550,37 @@ class Learner(abc.ABC):
         self.steps_taken = 0
         self.extra_meta: dict = {}
         self._table = self.quantity_table()
+
+    def _params_assigned(self) -> None:
+        """A parameter was assigned from outside: the optimizer measures it again."""
+        if self.optimizer is not None:
+            self.optimizer.forget_bounds()
+
+    # -- memory, estimated before allocating ------------------------------------------
+    def param_shapes(self) -> Mapping[str, tuple[int, ...]]:
+        """Names and shapes of the parameters :meth:`_build` makes, from ``self.config``
+        alone (nothing allocated): what the memory check counts before building.  Every
+        learner declares them; the default (none) leaves the parameters uncounted."""
+        return {}
+
+    def memory_bytes(self, batch: int = 0) -> dict[str, int]:
+        """Estimated bytes of the parameters, the optimizer's slots, one step's updates
+        and, for ``batch`` rows, the carried state and one step's quantities (each
+        counted as the quantity table's arrays)."""
+        item = self.dtype.itemsize
+        n = item * sum(math.prod(s) for s in self.param_shapes().values())
+        slots = 0 if self.optimizer is None else len(self.optimizer.slot_names)
+        state = 2 * item * sum(math.prod(q.shape(batch)) for q in self._table.values()) \
+            if batch else 0
+        return {"params": n, "optimizer": slots * n, "updates": n, "state": state}
+
+    def check_memory(self, batch: int) -> None:
+        """Refuse (:class:`~ptncn.errors.ResourceLimitError`) a ``batch`` whose state would
+        not fit in the memory available (checked once per batch size)."""
+        if batch != self._checked_batch:
+            check_memory(f"{type(self).__name__} state for batch {batch}",
+                         {"state": self.memory_bytes(batch)["state"]})
+            self._checked_batch = batch
 
     # -- what a learner writes ---------------------------------------------------------
     @abc.abstractmethod
@@ -523,6 +634,7 @@ class Learner(abc.ABC):
         """Start ``batch`` new sequences (the carried state from :meth:`init_state`)."""
         if isinstance(batch, bool) or int(batch) != batch or batch < 1:
             raise ValueError(f"batch must be a positive integer, got {batch!r}")
+        self.check_memory(int(batch))
         self.state = self.init_state(int(batch))
         self.batch = int(batch)
         self.quantities = {}
@@ -531,7 +643,8 @@ class Learner(abc.ABC):
     def step(self, x, mask=None, learn: bool = True) -> np.ndarray:
         """Advance one time step; learn unless ``learn=False``; return the prediction of
         ``x`` made before seeing it.  Bad input: ``ValueError``; NaN/inf anywhere in the
-        step: ``DivergenceError`` with parameters, state and RNG as before the step."""
+        step, the optimizer's update included: ``DivergenceError`` with parameters,
+        optimizer slots, state and RNG as before the step."""
         x, m = check_step_input(x, mask, self.config.x_dim, self.batch, self.dtype)
         if self.state is None:
             self.reset(x.shape[0])
@@ -544,18 +657,25 @@ class Learner(abc.ABC):
                 bad = None if bad is None else f"d{bad}"
             if bad is not None:
                 raise self.diverged(bad)
+            self.commit(updates)
         except DivergenceError:
             self.rng.bit_generator.state = rng_state
             raise
-        self.commit(updates)
         self.state, self.quantities = state, q
         self.steps_taken += 1
         return q[self.prediction]
 
     def commit(self, updates: Updates) -> None:
-        """Apply ``updates`` (already checked) and keep them as the last step's."""
+        """Apply ``updates`` (already checked) and keep them as the last step's.  An
+        optimizer step that would leave a parameter or slot NaN/inf is undone by the
+        optimizer and raised as the DivergenceError naming that parameter."""
         if updates:
-            self._apply(updates)
+            try:
+                self._apply(updates)
+            except NonFiniteStepError as exc:
+                slot = "" if exc.slot is None else f", its optimizer slot {exc.slot!r}"
+                raise self.diverged(exc.name, f"by the optimizer step{slot}, at "
+                                    f"t={self.state.t} of the sequence") from None
         self.extra.update(updates.extra)
         self.updates = updates
 

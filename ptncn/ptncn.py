@@ -38,7 +38,7 @@ import numpy as np
 from . import activations as acts
 from .fast import FastEngine
 from .learner import (Learner, LearnerConfig, Quantity, Updates, check_finite_numbers,
-                      check_positive_ints, rows)
+                      check_positive_ints, int_list, rows)
 
 F32 = np.float32
 ENGINES = ("fast", "reference")
@@ -101,7 +101,7 @@ class PTNCNConfig(LRAOptions, LearnerConfig):
     label: ClassVar[str] = "P-TNCN"
 
     def __post_init__(self):
-        self.hidden = tuple(int(h) for h in self.hidden)
+        self.hidden = int_list("hidden", self.hidden)
         check_positive_ints(self, "x_dim")
         if len(self.hidden) < 1 or min(self.hidden) < 1:
             raise ValueError(f"hidden must list >= 1 positive layer sizes, got {self.hidden!r}")
@@ -407,6 +407,9 @@ class LayeredLearner(Learner):
 
     def init_state(self, batch: int) -> State:
         return State.zeros(batch, self.config.sizes)
+
+    def param_shapes(self) -> dict[str, tuple[int, int]]:
+        return param_shapes(self.config)
 
 
 class PTNCN(LayeredLearner):

@@ -21,24 +21,41 @@ Memory is bounded: each trace buffers at most ``buffer_steps`` records; all
 buffers are written and the file flushed when one fills or when
 ``flush_seconds`` of wall time have passed.  The file is written in HDF5 SWMR
 mode, so another process can read a live run, and a run killed with SIGKILL
-leaves a file holding every record up to the last flush.
+leaves a file holding every record up to the last flush.  Every chunk carries a
+fletcher32 checksum, so a damaged chunk is an error naming the trace and its
+records, never wrong values; a flush that would not fit on the disk is refused
+before anything is written, so the file closes cleanly with the records before it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import datetime as _dt
+import functools
 import json
 import os
 import platform
+import re
+import resource
 import time
 from dataclasses import dataclass
 
 import h5py
 import numpy as np
 
+from .runlock import describe, lock_owner
+
 FORMAT_NAME = "ptncn-recording"
 FORMAT_VERSION = 1
 PHASES = ("before", "after")
+#: metadata read attempts of a SWMR reader while a live writer holds the run folder: HDF5
+#: sleeps 1 ns, 2 ns, 4 ns... between attempts, so 30 attempts wait about one second
+LIVE_READ_ATTEMPTS = 30
+#: bytes kept free beyond the records of a flush (new index blocks, headers, the close)
+SPACE_MARGIN = 64 << 10
+#: the handles of files whose close failed after a write error: HDF5 crashes when they
+#: are freed, so they are kept (the error was already raised once)
+_UNCLOSABLE: list = []
 
 
 class RecordingError(ValueError):
@@ -120,7 +137,7 @@ class Recorder:
     """Declare traces, then stream them to one HDF5 file per run (see module doc)."""
 
     def __init__(self, path, *, buffer_steps: int = 256, flush_seconds: float = 1.0,
-                 compression: str | None = "lzf"):
+                 compression: str | None = "lzf", checksum: bool = True):
         if buffer_steps < 1:
             raise ValueError(f"buffer_steps must be >= 1, got {buffer_steps}")
         if compression not in (None, "lzf", "gzip"):
@@ -129,11 +146,14 @@ class Recorder:
         self.buffer_steps = int(buffer_steps)
         self.flush_seconds = float(flush_seconds)
         self.compression = compression
+        self.checksum = bool(checksum)
         self.specs: list[TraceSpec] = []
         self.traces: dict[str, _Trace] = {}
         self.file: h5py.File | None = None
         self._last_flush = time.monotonic()
         self._broken: Exception | None = None
+        self._seen_step = -1            # every record of a step <= this one is buffered
+        self._safe_step = -1            # ... and of a step <= this one is on disk
         # the learner whose event data (the spiking P-TNCN's spikes) is appended at flushes
         self._event_learner = None
 
@@ -196,14 +216,35 @@ class Recorder:
             self._event_learner = learner
             f.swmr_mode = True
             f.flush()
-        except BaseException:
-            f.close()
+        except BaseException as exc:
+            self._abandon(f, tmp, exc)
             raise
         if tmp is not None:
             resume_from.close()
             os.replace(tmp, self.path)
         self.file = f
         self._last_flush = time.monotonic()
+        if resume_from is not None:
+            self._note_copied(resume_step)
+
+    def _note_copied(self, resume_step: int | None) -> None:
+        """The records copied from an earlier file are on disk: steps < ``resume_step``."""
+        copied = [int(tr.step_ds[-1]) for tr in self.traces.values() if len(tr.step_ds)]
+        last = resume_step - 1 if resume_step is not None else max(copied, default=-1)
+        self._safe_step = self._seen_step = last if copied else -1
+
+    def _abandon(self, f, tmp: str | None, exc: BaseException) -> None:
+        """Close a file whose creation failed (kept open if HDF5 cannot close it), remove
+        the temporary file of a resume, and name an HDF5 error (a full disk...)."""
+        try:
+            f.close()
+        except (OSError, RuntimeError, ValueError):
+            _UNCLOSABLE.append(f)
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+        if isinstance(exc, (OSError, RuntimeError)):
+            raise RecordingError(f"cannot create recording {self.path!r}: "
+                                 f"{_first_line(exc)}") from None
 
     def _batch(self, learner, batch: int | None, metrics) -> int:
         """``batch``, else the learner's; 1 when no declared trace has a row per sequence."""
@@ -236,9 +277,9 @@ class Recorder:
         tr.values_ds = tg.create_dataset(
             "values", shape=(0, *tr.shape), maxshape=(None, *tr.shape), dtype="f4",
             chunks=(chunk_t, *tr.shape), compression=self.compression,
-            shuffle=self.compression is not None)
+            shuffle=self.compression is not None, fletcher32=self.checksum)
         tr.step_ds = tg.create_dataset("step", shape=(0,), maxshape=(None,), dtype="i8",
-                                       chunks=(max(chunk_t, 256),))
+                                       chunks=(max(chunk_t, 256),), fletcher32=self.checksum)
         a = tr.values_ds.attrs
         a["meaning"] = tr.meaning
         a["units"] = tr.unit
@@ -282,6 +323,7 @@ class Recorder:
 
     def _record(self, step: int, learner, phase: str, metrics=None) -> None:
         self._guard()
+        self._seen_step = step if phase == "after" else step - 1
         for tr in self.traces.values():
             if tr.spec.phase != phase or step % tr.spec.every:
                 continue
@@ -305,8 +347,14 @@ class Recorder:
         self._record(step, learner, "after", metrics)
 
     def flush(self) -> None:
-        """Write every buffered record and flush the file (readers see them after this)."""
+        """Write every buffered record and flush the file (readers see them after this).
+
+        Refuses (``RecordingError``) before writing anything when the file system, or
+        the process's file-size limit, has no room for the buffered records: the file
+        then closes cleanly with every earlier record.
+        """
         self._guard()
+        self._check_space()
         try:
             for tr in self.traces.values():
                 if tr.n == 0:
@@ -326,28 +374,84 @@ class Recorder:
                 self._event_learner.write_events(self.file)
         except (OSError, RuntimeError, ValueError) as exc:
             self._broken = exc
-            raise RecordingError(f"writing recording {self.path!r} failed ({exc}); records "
-                                 "up to the previous flush are intact") from None
+            raise RecordingError(f"writing recording {self.path!r} failed "
+                                 f"({_first_line(exc)}); {self._on_disk()}") from None
+        self._safe_step = self._seen_step
         self._last_flush = time.monotonic()
 
+    def _on_disk(self) -> str:
+        if self._safe_step < 0:
+            return "no record is on disk yet"
+        return f"records up to step {self._safe_step} are safely on disk and intact"
+
+    def _flush_bytes(self) -> int:
+        """An upper bound of the bytes the next flush adds to the file: every chunk the
+        buffered records touch, uncompressed, the step chunks, index growth, a margin."""
+        need = SPACE_MARGIN
+        for tr in self.traces.values():
+            if tr.n:
+                ct, sct = tr.values_ds.chunks[0], tr.step_ds.chunks[0]
+                row = 4 * int(np.prod(tr.shape, dtype=np.int64))
+                chunks = tr.n // ct + 2
+                need += chunks * (ct * row + 4) + (tr.n // sct + 2) * (sct * 8 + 4)
+                need += 4096 + 64 * (tr.values_ds.shape[0] // ct + chunks)
+        return need
+
+    def _check_space(self) -> None:
+        """Refuse a flush the disk (or RLIMIT_FSIZE) has no room for, before writing."""
+        if not any(tr.n for tr in self.traces.values()):
+            return
+        need = self._flush_bytes()
+        st = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+        room, where = st.f_bavail * st.f_frsize, "the file system has"
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY and limit - self.file.id.get_filesize() < room:
+            room, where = limit - self.file.id.get_filesize(), "the file-size limit leaves"
+        if need > room:
+            self._broken = OSError(f"no space: {where} {room} bytes, need {need}")
+            raise RecordingError(f"recording {self.path!r} stopped, the disk is full: {where} "
+                                 f"{max(room, 0)} bytes free for it, the buffered records "
+                                 f"need up to {need}; {self._on_disk()}")
+
     def close(self) -> None:
-        """Flush and close (idempotent)."""
+        """Flush and close (idempotent).  After a write error it raises nothing more: that
+        error was raised already."""
         if self.file is None:
             return
         try:
             if self._broken is None:
                 self.flush()
         finally:
-            try:
-                self.file.close()
-            finally:
-                self.file = None
+            f, self.file = self.file, None
+            self._close_file(f)
+
+    def _close_file(self, f) -> None:
+        try:
+            f.close()
+        except (OSError, RuntimeError, ValueError) as exc:
+            _UNCLOSABLE.append((f, self.traces))     # freeing these handles crashes HDF5
+            if self._broken is None:
+                self._broken = exc
+                raise RecordingError(f"closing recording {self.path!r} failed "
+                                     f"({_first_line(exc)}); {self._on_disk()}") from None
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    """An HDF5 message in one line: its head and the system's error message, if any."""
+    text = str(exc)
+    if not text:
+        return type(exc).__name__
+    head = text.splitlines()[0]
+    found = re.search(r"error message = '([^']*)'", text)
+    if found is None:
+        return head
+    return f"{head.split(' (')[0]}: {found.group(1)}"
 
 
 def _copy_before(old: "Trace", tr: _Trace, resume_step: int | None) -> None:
@@ -365,13 +469,74 @@ def _copy_before(old: "Trace", tr: _Trace, resume_step: int | None) -> None:
 # ---------------------------------------------------------------------------
 # reading
 # ---------------------------------------------------------------------------
+def _axis0(idx, n: int) -> tuple[int, int]:
+    """The records (lo, hi) a selection reads along axis 0 (all when unsure)."""
+    first = idx[0] if isinstance(idx, tuple) and idx else idx
+    if isinstance(first, slice):
+        lo, hi, step = first.indices(n)
+        return (lo, hi) if step > 0 else (0, n)
+    if isinstance(first, (int, np.integer)):
+        i = int(first) % n if n else 0
+        return i, i + 1
+    sel = np.asarray(first) if isinstance(first, (list, np.ndarray)) else None
+    if sel is not None and sel.dtype.kind in "iu" and sel.size:
+        return int(sel.min()) % n, int(sel.max()) % n + 1
+    return 0, n
+
+
+class CheckedDataset:
+    """A recorded h5py dataset whose read errors (a chunk failing its checksum, a damaged
+    index) raise one :class:`RecordingError` naming the trace and the records."""
+
+    def __init__(self, ds: h5py.Dataset, trace: str, path: str, what: str = "records"):
+        self.dataset, self.trace, self.path, self.what = ds, trace, path, what
+
+    shape = property(lambda self: self.dataset.shape)
+    ndim = property(lambda self: self.dataset.ndim)
+    dtype = property(lambda self: self.dataset.dtype)
+    attrs = property(lambda self: self.dataset.attrs)
+    chunks = property(lambda self: self.dataset.chunks)
+    fletcher32 = property(lambda self: self.dataset.fletcher32)
+    compression = property(lambda self: self.dataset.compression)
+    maxshape = property(lambda self: self.dataset.maxshape)
+
+    def __len__(self):
+        return self.dataset.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[()], dtype=dtype)
+
+    def refresh(self):
+        self.dataset.refresh()
+
+    def __getitem__(self, idx):
+        try:
+            return self.dataset[idx]
+        except (OSError, RuntimeError) as exc:
+            raise RecordingError(self._damage(idx, exc)) from None
+
+    def _damage(self, idx, exc) -> str:
+        """Name the first damaged chunk of the selection (read chunk by chunk)."""
+        n = self.dataset.shape[0]
+        lo, hi = _axis0(idx, n) if self.dataset.ndim else (0, n)
+        ct = (self.dataset.chunks or (max(n, 1),))[0]
+        for a in range(lo - lo % ct, hi, ct):
+            try:
+                self.dataset[a:min(a + ct, n)]
+            except (OSError, RuntimeError) as chunk_exc:
+                lo, hi, exc = a, min(a + ct, n), chunk_exc
+                break
+        return (f"{self.path}: trace {self.trace!r}: {self.what} {lo}..{hi - 1} are damaged "
+                f"and cannot be read ({_first_line(exc)})")
+
+
 class Trace:
     """One recorded trace, read lazily: ``trace[a:b]`` reads only those records."""
 
-    def __init__(self, name: str, group: h5py.Group):
+    def __init__(self, name: str, group: h5py.Group, path: str = ""):
         self.name = name
-        self.values = group["values"]
-        self._step = group["step"]
+        self.values = CheckedDataset(group["values"], name, path)
+        self._step = CheckedDataset(group["step"], name, path, "step indices of records")
         self.attrs = dict(self.values.attrs)
 
     @property
@@ -404,53 +569,81 @@ class Trace:
 
 
 class Recording:
-    """A ptncn recording opened read-only (safe while the run is still writing it)."""
+    """A ptncn recording opened read-only (safe while the run is still writing it).
+
+    With no live writer holding the run's folder (:mod:`ptncn.runlock`) the file is
+    opened plainly, or, when its writer was killed, as a SWMR reader that reads each
+    piece of metadata once; with a live writer, as a SWMR reader that retries a piece
+    of metadata that fails its checksum for about a second.  Damage is therefore one
+    :class:`RecordingError`, never a hang.
+    """
 
     def __init__(self, path):
         self.path = os.fspath(path)
         if not os.path.exists(self.path):
             raise FileNotFoundError(f"no recording at {self.path!r}")
+        self.writer = lock_owner(os.path.dirname(os.path.abspath(self.path)))
         self.file = self._open()
-        a = self.file.attrs
-        if a.get("format") != FORMAT_NAME:
-            self.file.close()
-            raise RecordingError(f"{self.path}: an HDF5 file, but not a ptncn recording "
-                                 f"(format attribute {a.get('format')!r})")
-        if int(a.get("version", -1)) != FORMAT_VERSION:
-            self.file.close()
-            raise RecordingError(f"{self.path}: recording format version {a.get('version')}, "
-                                 f"this ptncn reads version {FORMAT_VERSION}")
         try:
-            self.traces = {name: Trace(name, g) for name, g in self.file["traces"].items()}
-        except (KeyError, OSError) as exc:
+            self._check_header(self.file.attrs)
+            self.traces = {name: Trace(name, g, self.path)
+                           for name, g in self.file["traces"].items()}
+        except RecordingError:
             self.file.close()
-            raise RecordingError(f"{self.path}: damaged recording ({exc})") from None
+            raise
+        except (KeyError, OSError, RuntimeError, ValueError, TypeError) as exc:
+            self.file.close()
+            raise RecordingError(f"{self.path}: damaged recording, its metadata cannot be "
+                                 f"read ({_first_line(exc)}){self._live_hint()}") from None
+
+    def _check_header(self, a) -> None:
+        fmt = a.get("format")
+        if (fmt.decode() if isinstance(fmt, bytes) else fmt) != FORMAT_NAME:
+            raise RecordingError(f"{self.path}: an HDF5 file, but not a ptncn recording "
+                                 f"(format attribute {fmt!r})")
+        if "version" not in a:
+            raise RecordingError(f"{self.path}: a ptncn recording with no version attribute; "
+                                 f"this ptncn reads version {FORMAT_VERSION}")
+        v = a["version"]
+        v = v.decode() if isinstance(v, bytes) else v
+        if not isinstance(v, (int, np.integer)) or int(v) != FORMAT_VERSION:
+            shown = int(v) if isinstance(v, (int, np.integer)) else repr(v)
+            raise RecordingError(f"{self.path}: recording format version {shown}, "
+                                 f"this ptncn reads version {FORMAT_VERSION}")
+
+    def _live_hint(self) -> str:
+        if self.writer is None:
+            return ""
+        return f"; it is being written by {describe(self.writer)}: if it is not damaged, retry"
 
     def _open(self) -> h5py.File:
-        # A plain read-only open first: it fails fast on a corrupt file, whereas a
-        # SWMR open retries damaged metadata for a long time.  A file whose writer
-        # is still running (or was killed) refuses the plain open ("already open
-        # for write"); only then is it opened as a SWMR reader.
+        if self.writer is not None:
+            return self._open_swmr(LIVE_READ_ATTEMPTS)
         try:
-            f = h5py.File(self.path, "r")
-            if f.attrs.get("format") == FORMAT_NAME:
-                f.close()        # reopen as a SWMR reader so refresh() sees new records
-                return h5py.File(self.path, "r", swmr=True)
-            return f
+            return h5py.File(self.path, "r")
         except OSError as exc:
+            # its writer was killed (or writes without a lock): SWMR, but no retries
             if "already open for write" not in str(exc):
                 raise RecordingError(f"{self.path}: not a readable HDF5 file — truncated or "
-                                     f"corrupt? ({exc})") from None
+                                     f"corrupt? ({_first_line(exc)})") from None
+        return self._open_swmr(1)
+
+    def _open_swmr(self, attempts: int) -> h5py.File:
         try:
-            return h5py.File(self.path, "r", swmr=True)
+            return _swmr_file(self.path, attempts)
         except OSError as exc:
             raise RecordingError(f"{self.path}: not a readable HDF5 file — truncated or "
-                                 f"corrupt? ({exc})") from None
+                                 f"corrupt? ({_first_line(exc)}){self._live_hint()}") from None
 
     @property
     def attrs(self) -> dict:
+        try:
+            items = list(self.file.attrs.items())
+        except (OSError, RuntimeError, KeyError) as exc:
+            raise RecordingError(f"{self.path}: damaged recording: its attributes cannot be "
+                                 f"read ({_first_line(exc)})") from None
         out = {}
-        for k, v in self.file.attrs.items():
+        for k, v in items:
             if isinstance(v, bytes):
                 v = v.decode()
             if isinstance(v, str) and v[:1] in "{[":
@@ -516,6 +709,36 @@ class Recording:
 
     def __exit__(self, *exc):
         self.close()
+
+
+@functools.lru_cache(maxsize=None)
+def _hdf5_library():
+    """The HDF5 library h5py runs on, through ctypes (None where it cannot be found)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "/libhdf5" in line}
+        names = ("libhdf5.", "libhdf5-", "libhdf5_serial.")      # not libhdf5_hl
+        lib = ctypes.CDLL(next(p for p in sorted(paths)
+                               if os.path.basename(p).startswith(names)))
+        lib.H5Pset_metadata_read_attempts.argtypes = [ctypes.c_int64, ctypes.c_uint]
+        return lib
+    except (OSError, StopIteration, AttributeError):
+        return None
+
+
+def _swmr_file(path: str, attempts: int) -> h5py.File:
+    """``path`` opened as a SWMR reader that reads metadata at most ``attempts`` times
+    (HDF5's default, 100 attempts with doubling sleeps, amounts to a hang)."""
+    lib = _hdf5_library()
+    if lib is None:                   # no bound can be set here: HDF5's own retries
+        return h5py.File(path, "r", swmr=True)
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_EARLIEST, h5py.h5f.LIBVER_LATEST)
+    if lib.H5Pset_metadata_read_attempts(fapl.id, attempts) < 0:
+        return h5py.File(path, "r", swmr=True)
+    fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ,
+                        fapl=fapl)
+    return h5py.File(fid)
 
 
 def open_recording(path) -> Recording:

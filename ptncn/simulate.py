@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .data.base import TASK_KINDS, Batch
+from .errors import RunInterrupted
 from .learner import Learner
 
 
@@ -153,14 +156,16 @@ class Simulation:
         self.on_step = None           # optional callback(sim) after every step (tests, tools)
         self.on_batch_end = None      # optional callback(sim, batch_index, mean_loss_nats)
         self.stop = False             # set (e.g. from a callback) to end after the current batch
+        self.checkpoint_meta: dict = {}   # the caller's JSON kept in every checkpoint
         self._resume_from = None
+        self._sigint = _Sigint()
 
     # -- checkpoints ---------------------------------------------------------------------
     def save_checkpoint(self) -> None:
         b, t = self.position
         self.learner.save(self.checkpoint_path, include_state=True,
-                          extra_meta={"position": [b, t], "step": self.step,
-                                      "n_batches": self.n_batches,
+                          extra_meta={**self.checkpoint_meta, "position": [b, t],
+                                      "step": self.step, "n_batches": self.n_batches,
                                       "data": self.task.identity()})
 
     @classmethod
@@ -189,6 +194,13 @@ class Simulation:
 
     # -- the loop -----------------------------------------------------------------------
     def run(self) -> RunResult:
+        """Step through the remaining batches.  SIGINT (in the main thread) ends the run
+        after the current step: the recording is flushed, a checkpoint written (with a
+        ``checkpoint_path``), the recording closed, and :class:`RunInterrupted` raised."""
+        with self._sigint:
+            return self._run()
+
+    def _run(self) -> RunResult:
         learner, task, rec = self.learner, self.task, self.recorder
         b0, t0 = self.position
         x0 = task.batch(b0 if b0 < self.n_batches else 0).x
@@ -197,7 +209,7 @@ class Simulation:
                       attrs={**self.attrs, "data_identity": task.identity()},
                       resume_from=self._resume_from, resume_step=self.step)
         bar = self._progress_bar(x0.shape[0] * self.n_batches, self.step)
-        result = RunResult(0, 0, 0.0)
+        result, interrupted = RunResult(0, 0, 0.0), False
         t_start = time.perf_counter()
         batches = itertools.takewhile(lambda b: not self.stop, range(b0, self.n_batches))
         try:
@@ -207,17 +219,31 @@ class Simulation:
                               on_step=lambda s: self._after_step(s, result, bar)):
                 result.batches += 1
                 result.train_loss.append(r.mean)
+                self.position = (r.index + 1, 0)     # the batch is over (end_sequence ran)
                 if self.on_batch_end is not None:
                     self.on_batch_end(self, r.index, r.mean)
             if not self.stop:
                 self.position = (self.n_batches, 0)
+        except _Interrupted:
+            interrupted = True
+            self._save_interrupted()
         finally:
             if bar is not None:
                 bar.close()
             if rec is not None:
                 rec.close()
         result.seconds = time.perf_counter() - t_start
+        if interrupted:
+            where = f"; checkpoint {self.checkpoint_path}" if self.checkpoint_path else ""
+            raise RunInterrupted(f"interrupted at step {self.step}{where}", self.step,
+                                 self.checkpoint_path)
         return result
+
+    def _save_interrupted(self) -> None:
+        if self.recorder is not None:
+            self.recorder.flush()
+        if self.checkpoint_path:
+            self.save_checkpoint()
 
     def _after_step(self, s: Step, result: RunResult, bar) -> None:
         """Record, count, checkpoint, show progress and call ``on_step`` after a step."""
@@ -235,6 +261,8 @@ class Simulation:
             bar.update(s.scored, step_loss)
         if self.on_step is not None:
             self.on_step(self)
+        if self._sigint.caught:
+            raise _Interrupted
 
     def _progress_bar(self, total: int, initial: int):
         show = self.progress if self.progress is not None else sys.stderr.isatty()
@@ -243,6 +271,35 @@ class Simulation:
         from tqdm import tqdm
         return _Progress(tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
                               desc=type(self.learner).__name__))
+
+
+class _Interrupted(Exception):
+    """Raised after a step when SIGINT was caught, to leave the stepping loop."""
+
+
+class _Sigint:
+    """While entered in the main thread (and SIGINT has Python's default handler), the
+    first SIGINT only sets ``caught``; a second one interrupts at once."""
+
+    def __init__(self):
+        self.caught, self._old = False, None
+
+    def _handle(self, signum, frame) -> None:
+        if self.caught:
+            raise KeyboardInterrupt
+        self.caught = True
+
+    def __enter__(self) -> "_Sigint":
+        self.caught = False
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
 
 
 class _Progress:

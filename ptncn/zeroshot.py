@@ -373,8 +373,19 @@ def summarise(per_seed: list[dict]) -> dict:
 
 
 def run_zeroshot(cfg: dict, out_dir: str, data_dir=None, log=print) -> dict:
-    """Run the whole protocol (every learner, every seed); write results, table, figure."""
-    os.makedirs(out_dir, exist_ok=True)
+    """Run the whole protocol (every learner, every seed); write results, table, figure.
+
+    Families that cannot share a model are refused before anything is written; the
+    protocol then owns ``out_dir`` (:class:`ptncn.runlock.RunLock`) until it ends."""
+    from .runlock import RunLock
+
+    for pair in cfg["configs"].values():
+        _family_tasks(pair["a"], pair["b"], data_dir)
+    with RunLock(out_dir, "zero-shot"):
+        return _run_protocol(cfg, out_dir, data_dir, log)
+
+
+def _run_protocol(cfg: dict, out_dir: str, data_dir, log) -> dict:
     proto = cfg["protocol"]
     results = {"name": cfg["name"], "description": cfg["description"], "protocol": proto,
                "learners": {}}

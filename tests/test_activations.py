@@ -246,7 +246,7 @@ def test_two_argument_callable_passed_through():
     assert f is noisy
     rng = np.random.default_rng(5)
     y = f(f32([0.0, 0.0]), rng)
-    assert seen == [rng]
+    assert seen[-1] is rng          # (the earlier call: the one-time probe of the function)
     np.testing.assert_array_equal(
         y, np.random.default_rng(5).random(2, dtype=np.float32))
 

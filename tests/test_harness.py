@@ -39,13 +39,13 @@ def test_every_shipped_config_validates(path):
     ({"task": {"name": "mnist-ish"}}, r"unknown task 'mnist-ish'; allowed: ptb_char"),
     ({"model": {"hiden": [3]}}, r"unknown key model.'hiden'"),
     ({"model": {"learner": "lstm"}}, r"allowed ptncn"),
-    ({"optimizer": {"name": "sgd", "lr": "fast"}}, r"optimizer.lr = 'fast': expected int or float"),
-    ({"model": {"hidden": [12, "a"]}}, r"model.hidden = \[12, 'a'\]: expected list of int"),
-    ({"model": {"beta": "big"}}, r"model.beta = 'big': expected int or float"),
-    ({"model": {"learner": "tbptt", "hidden": [4]}}, r"model.hidden = \[4\]: expected int"),
-    ({"model": {"learner": "tbptt", "k": 2.5}}, r"model.k = 2.5: expected int"),
-    ({"train": {"batches": 2.5}}, r"train.batches = 2.5: expected int"),
-    ({"train": {"batches": True}}, r"train.batches = True: expected int"),
+    ({"optimizer": {"name": "sgd", "lr": "fast"}}, r"\[optimizer\] lr: expected number > 0, got 'fast'"),
+    ({"model": {"hidden": [12, "a"]}}, r"\[model\] hidden: expected list of int, got \[12, 'a'\]"),
+    ({"model": {"beta": "big"}}, r"\[model\] beta: expected int or float, got 'big'"),
+    ({"model": {"learner": "tbptt", "hidden": [4]}}, r"\[model\] hidden: expected int, got \[4\]"),
+    ({"model": {"learner": "tbptt", "k": 2.5}}, r"\[model\] k: expected int, got 2.5"),
+    ({"train": {"batches": 2.5}}, r"\[train\] batches: expected int >= 1, got 2.5"),
+    ({"train": {"batches": True}}, r"\[train\] batches: expected int >= 1, got True"),
 ])
 def test_bad_configs_name_the_key(change, match):
     with pytest.raises(ConfigError, match=match):

@@ -235,6 +235,12 @@ class ESN(Learner):
         self.extra.update(n_rows=_count(0), n_solves=_count(0))
         return arrays
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """W, Win, bias, Wout, and the readout's float64 (D, D) statistics counted as two
+        more (D, D) float32 arrays."""
+        N, X, D = self.config.units, self.config.x_dim, self.config.D
+        return {"W": (N, N), "Win": (N, X), "bias": (N,), "Wout": (D, X), "stats": (2 * D, D)}
+
     def quantity_table(self) -> dict[str, Quantity]:
         X, N = rows(self.config.x_dim), rows(self.config.units)
         return {

@@ -80,6 +80,10 @@ class GradientLearner(Learner):
     def _build(self) -> dict[str, np.ndarray]:
         return rnn.init_params(self.config, self.rng)
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        X, H = self.config.x_dim, self.config.hidden
+        return {"W_in": (X, H), "W_rec": (H, H), "b": (H,), "W_out": (H, X), "c": (X,)}
+
     def quantity_table(self) -> dict[str, Quantity]:
         X, H = self.config.x_dim, self.config.hidden
         return {"x": Quantity(rows(X), "input x_t (the target of the prediction x_mu)",

@@ -6,10 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
+
 
 from .. import activations as acts
 from ..activations import LIF_RATE_DEFAULTS
-from ..learner import LearnerConfig, check_finite_numbers
+from ..learner import LearnerConfig, check_finite_numbers, int_list
 from ..ptncn import LRA_NUMBERS, LRAOptions, PTNCNConfig, refuse_callables
 
 #: Brian2 code-generation targets: runtime (numpy, cython) or the compiled server
@@ -18,6 +20,9 @@ TARGETS = ("numpy", "cython", "cpp_standalone")
 RATE_FIELDS = (*LRAOptions.shared_fields(), "out", "seed")
 _NUMBERS = (*LRA_NUMBERS, "window_ms", "tau_m", "tau_ref", "gain", "bias", "dt_ms",
             "err_theta")
+
+#: the numbers that must be > 0 (time constants, the step, the window, the input gain)
+_POSITIVE = ("window_ms", "tau_m", "tau_ref", "gain", "dt_ms", "err_theta")
 
 
 @dataclass
@@ -49,11 +54,16 @@ class SpikingConfig(LRAOptions, LearnerConfig):
     label: ClassVar[str] = "spiking P-TNCN"
 
     def __post_init__(self):
-        self.hidden = tuple(int(h) for h in self.hidden)
+        self.hidden = int_list("hidden", self.hidden)
         check_finite_numbers(self, *_NUMBERS)
-        self.temporal_error_rule = bool(self.temporal_error_rule)
-        self.record_spikes = bool(self.record_spikes)
-        self.record_membrane = tuple(int(u) for u in self.record_membrane)
+        for name in _POSITIVE:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("temporal_error_rule", "record_spikes"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+            setattr(self, name, bool(getattr(self, name)))
+        self.record_membrane = int_list("record_membrane", self.record_membrane)
         self.seed = int(self.seed)
         rate = self.rate_config()            # the rate model's checks and the LIF constants'
         self.x_dim = rate.x_dim
