@@ -16,7 +16,7 @@ from ptncn.cli import main
 from ptncn.errors import DivergenceError, ModelFileError, ResourceLimitError
 from ptncn.harness import ConfigError, load_config, validate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODELS = os.path.join(ROOT, "models")
 NAN, INF = float("nan"), float("inf")
 HUGE = 10**6                       # a (10^6, 10^6) float32 matrix is 4 TB

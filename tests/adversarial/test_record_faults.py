@@ -18,7 +18,7 @@ from ptncn.record import Recorder, RecordingError, open_recording
 from ptncn.runlock import RunLock
 from ptncn.simulate import Simulation
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": ROOT}
 
 

@@ -20,7 +20,7 @@ from ptncn.cli import main
 from ptncn.harness import train, validate
 from ptncn.runlock import LOCK_NAME
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": ROOT}
 
 TOML = """name = "tiny"
