@@ -650,7 +650,9 @@ class Learner(abc.ABC):
             self.reset(x.shape[0])
         rng_state = self.rng.bit_generator.state
         try:
-            state, q, updates = self._step(self.params, self.state, x, m, bool(learn))
+            # overflow is reported as a DivergenceError naming where it shows, not as warnings
+            with np.errstate(over="ignore", invalid="ignore"):
+                state, q, updates = self._step(self.params, self.state, x, m, bool(learn))
             bad = first_nonfinite(q, [k for k in self._table if k in q and q[k] is not x])
             if bad is None and updates:
                 bad = updates.first_nonfinite()
