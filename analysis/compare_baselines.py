@@ -396,8 +396,9 @@ def compare(tasks, learners, budget: float, out_dir: str, sets=(), log=print, **
     md = markdown_table(rows, budget)
     with open(os.path.join(out_dir, "compare.md"), "w") as f:
         f.write(md)
+    from ptncn.jsonio import dump_json
     with open(os.path.join(out_dir, "compare.json"), "w") as f:
-        json.dump(rows, f, indent=2, default=float)
+        dump_json(rows, f, indent=2, default=float)            # NaN (diverged) -> null
     plot(rows, os.path.join(out_dir, "compare.png"), budget)
     return rows
 

@@ -17,7 +17,6 @@ log-log slope of each error against T and the bound ``c * tau_ref / T + b``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -122,8 +121,9 @@ def main(argv=None):
     a = ap.parse_args(argv)
     res = sweep(a.windows, a.target, steps=a.steps, beta=a.beta, forced=not a.free, dt_ms=a.dt)
     os.makedirs(a.out, exist_ok=True)
+    from ptncn.jsonio import dump_json
     with open(os.path.join(a.out, "convergence.json"), "w") as f:
-        json.dump(res, f, indent=2)
+        dump_json(res, f, indent=2)                             # NaN -> null
     figure(res, os.path.join(a.out, "convergence.png"))
     print("slopes:", {k: round(v, 2) for k, v in res["slopes"].items()})
     print("wrote", a.out)

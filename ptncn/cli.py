@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -11,6 +10,7 @@ import traceback
 
 import numpy as np
 
+from .jsonio import dumps_json
 
 # ---------------------------------------------------------------------------
 # demo
@@ -193,7 +193,7 @@ def _eval(args) -> int:
     task = make_task(cfg, split, args.data_dir)
     model = load_learner(args.model)
     m = evaluate(model, task, args.batches)
-    print(json.dumps({"model": args.model, "split": split, **m}, indent=2))
+    print(dumps_json({"model": args.model, "split": split, **m}, indent=2, default=float))
     return 0
 
 
@@ -212,13 +212,16 @@ def _zeroshot(args) -> int:
 
     cfg = load_zeroshot_config(args.config, args.set)
     out = args.out or os.path.join("runs", cfg["name"])
-    return _writing(args, lambda: run_zeroshot(cfg, out, data_dir=args.data_dir))
+    return _writing(args, lambda: run_zeroshot(cfg, out, data_dir=args.data_dir,
+                                                quiet=args.quiet))
 
 
 def _zeroshot_args(p) -> None:
     p.add_argument("config", help="a zero-shot config (models/zeroshot_*.toml)")
     p.add_argument("--out", default=None, help="output folder (default runs/<name>)")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress lines (still the results table and the files written)")
     _set_option(p, metavar="KEY=VALUE",
                 help="zeroshot.seeds=[1,2], or section.key=value for both task configs")
 
@@ -274,7 +277,7 @@ def _info(args) -> int:
 
     m = load_learner(args.file)
     opt = m.optimizer
-    print(json.dumps({"learner": m.name, "class": type(m).__name__, "config": m.config_dict(),
+    print(dumps_json({"learner": m.name, "class": type(m).__name__, "config": m.config_dict(),
                       "optimizer": opt.hyperparams() if opt is not None else None,
                       "optimizer_steps": opt.t if opt is not None else None,
                       "steps_taken": m.steps_taken,

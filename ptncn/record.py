@@ -632,8 +632,20 @@ class Recording:
         try:
             return _swmr_file(self.path, attempts)
         except OSError as exc:
-            raise RecordingError(f"{self.path}: not a readable HDF5 file — truncated or "
-                                 f"corrupt? ({_first_line(exc)}){self._live_hint()}") from None
+            if _SWMR_FLAG_CLASH not in str(exc):
+                raise RecordingError(f"{self.path}: not a readable HDF5 file — truncated or "
+                                     f"corrupt? ({_first_line(exc)}){self._live_hint()}") from None
+        # HDF5 opens a file once per process, and a second open must ask for the same SWMR
+        # flag: this process already has it open without SWMR (a plain h5py.File(path, "r")).
+        # That open succeeded, so no SWMR writer was writing it then: read through it.
+        try:
+            return h5py.File(self.path, "r")
+        except OSError as exc:
+            raise RecordingError(
+                f"{self.path}: this process already has the file open with other HDF5 "
+                "access flags (HDF5 allows one set of flags per file and process); close "
+                "that h5py.File, or open it with h5py.File(path, 'r', swmr=True), then retry "
+                f"({_first_line(exc)})") from None
 
     @property
     def attrs(self) -> dict:
@@ -709,6 +721,11 @@ class Recording:
 
     def __exit__(self, *exc):
         self.close()
+
+
+#: HDF5's message when a file already open in this process is opened again with(out) the
+#: SWMR read flag
+_SWMR_FLAG_CLASH = "SWMR read access flag not the same"
 
 
 @functools.lru_cache(maxsize=None)

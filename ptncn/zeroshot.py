@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import math
 import os
 import time
@@ -52,6 +51,7 @@ import numpy as np
 
 from .harness import (ConfigError, _check_keys, apply_overrides, first_batches, make_learner,
                       make_task, read_toml, train, validate)
+from .jsonio import dump_json
 from .learner import REGISTRY, load_learner
 from .simulate import Simulation, simulate
 
@@ -289,8 +289,10 @@ def _family_tasks(cfg_a: dict, cfg_b: dict, data_dir) -> tuple:
         raise ZeroShotError(f"families A ({type(task_a).__name__}, x_dim {task_a.x_dim}, "
                             f"{task_a.kind}) and B ({type(task_b).__name__}, x_dim "
                             f"{task_b.x_dim}, {task_b.kind}) need the same input size and kind")
-    test_a = make_task(cfg_a, task_a.default_eval_split, data_dir)
-    test_b = make_task(cfg_b, task_b.default_eval_split, data_dir)
+    # zero-shot reports, it selects nothing: always the test split (not default_eval_split,
+    # which names the selection split)
+    test_a = make_task(cfg_a, "test", data_dir)
+    test_b = make_task(cfg_b, "test", data_dir)
     return task_a, test_a, test_b
 
 
@@ -372,20 +374,23 @@ def summarise(per_seed: list[dict]) -> dict:
     return out
 
 
-def run_zeroshot(cfg: dict, out_dir: str, data_dir=None, log=print) -> dict:
+def run_zeroshot(cfg: dict, out_dir: str, data_dir=None, log=print,
+                 quiet: bool = False) -> dict:
     """Run the whole protocol (every learner, every seed); write results, table, figure.
 
-    Families that cannot share a model are refused before anything is written; the
+    ``log`` receives the progress lines (each seed, its training time; none with
+    ``quiet``), the results table and the names of the files written.  Families that cannot share a model are refused before anything is written; the
     protocol then owns ``out_dir`` (:class:`ptncn.runlock.RunLock`) until it ends."""
     from .runlock import RunLock
 
     for pair in cfg["configs"].values():
         _family_tasks(pair["a"], pair["b"], data_dir)
     with RunLock(out_dir, "zero-shot"):
-        return _run_protocol(cfg, out_dir, data_dir, log)
+        return _run_protocol(cfg, out_dir, data_dir, log,
+                             (lambda msg: None) if quiet else log)
 
 
-def _run_protocol(cfg: dict, out_dir: str, data_dir, log) -> dict:
+def _run_protocol(cfg: dict, out_dir: str, data_dir, log, progress) -> dict:
     proto = cfg["protocol"]
     results = {"name": cfg["name"], "description": cfg["description"], "protocol": proto,
                "learners": {}}
@@ -393,11 +398,11 @@ def _run_protocol(cfg: dict, out_dir: str, data_dir, log) -> dict:
     for name, pair in cfg["configs"].items():
         per_seed = []
         for k, seed in enumerate(proto["seeds"]):
-            log(f"[{name}] seed {seed} ({k + 1}/{len(proto['seeds'])})")
+            progress(f"[{name}] seed {seed} ({k + 1}/{len(proto['seeds'])})")
             per_seed.append(run_seed(pair["a"], pair["b"], seed,
                                      {**proto, "adapt_lr": pair["adapt_lr"]},
                                      os.path.join(out_dir, name, f"seed{seed}"), data_dir,
-                                     log=log, traces=(k == 0)))
+                                     log=progress, traces=(k == 0)))
             _write_json(os.path.join(out_dir, "results.json"),
                         {**results, "partial": {name: per_seed}})
         results["learners"][name] = {"summary": summarise(per_seed), "per_seed": per_seed,
@@ -419,7 +424,7 @@ def _run_protocol(cfg: dict, out_dir: str, data_dir, log) -> dict:
 def _write_json(path, obj) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, default=float)
+        dump_json(obj, f, indent=1, default=float)          # NaN (no CI of one seed) -> null
     os.replace(tmp, path)
 
 

@@ -41,3 +41,39 @@ def test_info_shows_the_learner_and_config_of_any_model(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["learner"] == "tbptt" and info["class"] == "TBPTT"
     assert info["config"]["k"] == 4 and info["config"]["hidden"] == 5
+
+
+def test_python_dash_m_ptncn_runs_the_cli():
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    ok = subprocess.run([sys.executable, "-m", "ptncn", "--help"], capture_output=True,
+                        text=True, cwd=root, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "usage: ptncn" in ok.stdout and "zero-shot" in ok.stdout
+    # the exit status of main() comes through: a usage error is 2
+    bad = subprocess.run([sys.executable, "-m", "ptncn", "no-such-verb"], capture_output=True,
+                         text=True, cwd=root, env=env)
+    assert bad.returncode == 2 and "ptncn: error" in bad.stderr
+
+
+def test_eval_prints_json_with_null_for_a_nan_metric(tmp_path, capsys, monkeypatch):
+    import math
+    import os
+
+    import ptncn.harness as harness
+    from ptncn import PTNCN
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    model = tmp_path / "m.npz"
+    PTNCN(8, 4, seed=0).save(model)
+    monkeypatch.setattr(harness, "evaluate",
+                        lambda *a, **k: {"loss": float("nan"), "bits": math.inf, "n": 3})
+
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    assert main(["eval", os.path.join(root, "models", "cyclic.toml"), "--model", str(model),
+                 "--batches", "1"]) == 0
+    out = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert out["loss"] is None and out["bits"] is None and out["n"] == 3

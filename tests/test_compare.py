@@ -69,3 +69,20 @@ def test_a_crashing_run_gives_a_row_with_the_reason(tmp_path):
     assert "over the limit" in row["note"], row["note"]
     md = mod.markdown_table([row], 1)
     assert "| cyclic | ptncn | 64,64 |" in md and "failed" in md
+
+
+def test_compare_json_writes_null_for_a_diverged_value(tmp_path, monkeypatch):
+    mod = _module()
+
+    def fake_run_one(task_path, learner, budget, out_dir, sets, **kw):
+        return {"task": "cyclic", "learner": learner, "hidden": "4", "params": 10,
+                "metric": "bpc", "value": float("nan"), "higher_better": False,
+                "reference": "unigram 3.0", "train_s": 1.0, "wall_s": float("inf"),
+                "rss_mib": 20.0, "tokens_per_s": 5.0, "status": "ok", "note": "diverged"}
+    monkeypatch.setattr(mod, "run_one", fake_run_one)
+    mod.compare([CYCLIC], ["ptncn"], 1, str(tmp_path), log=lambda m: None)
+
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    rows = json.loads((tmp_path / "compare.json").read_text(), parse_constant=refuse)
+    assert rows[0]["value"] is None and rows[0]["wall_s"] is None and rows[0]["params"] == 10

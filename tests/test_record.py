@@ -276,3 +276,29 @@ def test_start_without_batch_needs_it_only_for_per_row_traces(tmp_path):
     rec.start(m)                                   # the learner's current batch
     assert rec.traces["z1"].shape == (2, 3)
     rec.close()
+
+
+@pytest.mark.parametrize("held", [False, True])
+def test_open_recording_after_a_plain_h5py_open_in_the_same_process(tmp_path, held):
+    """HDF5 opens a file once per process; a second open must use the same SWMR flag.
+    A reader that opened the file plainly (h5py.File(path, "r")) must not make
+    open_recording report a healthy file as corrupt, also while the folder's lock is held
+    (a run still evaluating after its recording was closed)."""
+    from ptncn.runlock import RunLock
+    model, task = make()
+    path = tmp_path / "run.h5"
+    Simulation(model, task, 1, recorder=Recorder(path).add("z1").add("loss")).run()
+    with open_recording(path) as r:
+        want = r["z1"][:]
+    lock = RunLock(tmp_path, "train") if held else None
+    if lock is not None:
+        lock.__enter__()
+    try:
+        with h5py.File(path, "r") as plain:
+            with open_recording(path) as r:
+                np.testing.assert_array_equal(r["z1"][:], want)
+                assert r.names == ["loss", "z1"]
+            assert "traces" in plain                  # the plain handle still works
+    finally:
+        if lock is not None:
+            lock.__exit__(None, None, None)

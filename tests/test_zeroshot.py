@@ -167,13 +167,47 @@ set = ["train.batches=1"]
         run_zeroshot(cfg, str(tmp_path / "o"), log=lambda m: None)
 
 
-def test_cli_zero_shot(tmp_path):
+def _strict_json(text):
+    """Parse ``text`` as JSON proper: NaN / Infinity (Python's extension) raise."""
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_cli_zero_shot(tmp_path, capsys):
     from ptncn.cli import main
     out = str(tmp_path / "cli")
     assert main(["zero-shot", _write_cfg(tmp_path), "--out", out,
                  "--set", "zeroshot.seeds=[4]"]) == 0
+    assert "seed 4" in capsys.readouterr().out              # progress, without --quiet
     with open(os.path.join(out, "results.json")) as fh:
-        assert json.load(fh)["protocol"]["seeds"] == [4]
+        res = _strict_json(fh.read())                        # one seed: no CI, null not NaN
+    assert res["protocol"]["seeds"] == [4]
+    s = res["learners"]["ptncn"]["summary"]
+    assert s["zero_shot_gain"]["ci95"] is None and s["zero_shot_gain"]["n"] == 1
+
+
+def test_cli_zero_shot_quiet(tmp_path, capsys):
+    from ptncn.cli import main
+    out = str(tmp_path / "cli")
+    assert main(["zero-shot", _write_cfg(tmp_path), "--out", out, "--quiet",
+                 "--set", "zeroshot.seeds=[4]"]) == 0
+    text = capsys.readouterr()
+    assert "seed 4" not in text.out and "trained A" not in text.out and text.err == ""
+    assert "results.json" in text.out                        # still says what it wrote
+    assert os.path.exists(os.path.join(out, "results.json"))
+
+
+def test_dump_json_writes_null_for_non_finite_numbers(tmp_path):
+    from ptncn.jsonio import dump_json, dumps_json
+    obj = {"a": float("nan"), "b": [1.5, float("inf"), np.float32("-inf")],
+           "c": np.array([np.nan, 2.0]), "d": (np.int64(3), np.bool_(True)), "e": None}
+    with open(tmp_path / "x.json", "w") as f:
+        dump_json(obj, f, indent=1)
+    want = {"a": None, "b": [1.5, None, None], "c": [None, 2.0], "d": [3, True], "e": None}
+    assert _strict_json((tmp_path / "x.json").read_text()) == want
+    assert _strict_json(dumps_json(obj)) == want
+    assert _strict_json(dumps_json({"f": object()}, default=lambda o: float("nan"))) == {"f": None}
 
 
 def test_learners_without_correction_run_ii_and_iii(tmp_path):
