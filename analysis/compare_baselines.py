@@ -337,9 +337,10 @@ def run_one(task_path: str, learner: str, budget: float, out_dir: str, sets=(),
             metrics = json.load(f)
         with open(os.path.join(run_dir, "child.json")) as f:
             child = json.load(f)
-        final, tr = metrics["final"], metrics["train"]
+        held_out = metrics.get("test") or metrics      # reported on test (nothing is selected)
+        final, tr = held_out["final"], metrics["train"]
         row["value"] = final.get(row["metric"])
-        row["reference"] = reference_text(row["metric"], metrics.get("baselines", {}))
+        row["reference"] = reference_text(row["metric"], held_out.get("baselines", {}))
         row["train_s"] = tr["seconds"]
         row["rss_mib"] = child["maxrss_mib"]
         row["tokens_per_s"] = child["scored_tokens"] / tr["seconds"] if tr["seconds"] else None

@@ -21,6 +21,13 @@ A run writes into its output folder (default ``runs/<name>``): ``run.h5``
 ``best.npz`` (the model with the best validation loss), ``final.npz``,
 ``config.json`` (the resolved config), ``metrics.json`` (final metrics) and
 ``plots/``.
+
+Splits: periodic evaluation, ``best.npz`` and ``metrics["final"]`` / ``["best"]`` /
+``["history"]`` / ``["baselines"]`` use the selection split ``metrics["split"]``
+(``train.eval_split``, default the task's ``default_eval_split``: "valid" for PTB and
+the bouncing-digit tasks).  The test split is read only after training has ended:
+``metrics["test"]`` holds the final and the best model scored on it
+(``{"split": "test", "final": ..., "best": ..., "baselines": ...}``).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import typing
 
 import numpy as np
 
+from .jsonio import dump_json
 from .learner import REGISTRY, learner_class
 from .optim import OPTIMIZERS, make_optimizer
 from .simulate import Simulation, simulate
@@ -307,7 +315,15 @@ def apply_overrides(cfg: dict, overrides) -> dict:
 # ---------------------------------------------------------------------------
 # building runs
 # ---------------------------------------------------------------------------
+#: seed offsets of the held-out streams of tasks without splits (the task is built
+#: with ``seed + offset``): "valid" and "test" draw different sequences
+HELD_OUT_SEED = {"test": 10_007, "valid": 20_011}
+
+
 def make_task(cfg: dict, split: str = "train", data_dir=None):
+    """The task of ``cfg`` for ``split`` ("train", "valid" or "test").  Tasks with a
+    ``split`` parameter get it; tasks without one get a held-out seed
+    (``seed + HELD_OUT_SEED[split]``) for "valid" and "test"."""
     task = dict(cfg["task"])
     cls, fixed = _task_class(task.pop("name"))
     params = inspect.signature(cls).parameters
@@ -316,7 +332,9 @@ def make_task(cfg: dict, split: str = "train", data_dir=None):
     if "split" in params:
         kw["split"] = split
     elif split != "train":
-        seed = seed + 10_007          # a held-out stream for tasks without splits
+        if split not in HELD_OUT_SEED:
+            raise ConfigError(f"split must be 'train', 'valid' or 'test', not {split!r}")
+        seed = seed + HELD_OUT_SEED[split]     # a held-out stream for tasks without splits
     if "seed" in params:
         kw["seed"] = seed
     if "data_dir" in params:
@@ -466,7 +484,7 @@ def _train_locked(cfg: dict, out_dir: str, data_dir, quiet: bool, resume: bool, 
     best, history = _past_evaluations(sim, paths) if resume else ({"loss": float("inf")}, [])
     sim.checkpoint_meta = {"best": best, "history": history}
     with open(paths["config"], "w") as f:
-        json.dump(cfg, f, indent=2)
+        dump_json(cfg, f, indent=2)
     t0 = time.perf_counter()
 
     def batch_end(sim, b, mean_loss):
@@ -484,20 +502,44 @@ def _train_locked(cfg: dict, out_dir: str, data_dir, quiet: bool, resume: bool, 
     res = _run_to_checkpoint(sim, out_dir, log)
     learner.save(paths["final"])
     final = evaluate(learner, eval_task, tr["final_eval_batches"])
-    if final["loss"] < best["loss"]:
+    best_is_final = final["loss"] < best["loss"]
+    if best_is_final:
         best.update(final)
         learner.save(paths["best"])
     metrics = {"name": cfg["name"], "split": split, "final": final,
                "baselines": trivial_baselines(task, eval_task, tr["final_eval_batches"]),
                "best": dict(best), "history": history, "train": _train_summary(res),
                "data": task.identity(), "eval_data": eval_task.identity()}
+    metrics["test"] = _test_scores(cfg, learner, paths, task, split, eval_task, final,
+                                   best_is_final, data_dir)
     with open(paths["metrics"], "w") as f:
-        json.dump(metrics, f, indent=2, default=float)
+        dump_json(metrics, f, indent=2, default=float)      # NaN / inf written as null
     _log_final(log, metrics, res, out_dir)
     if plots:
         from .analysis import plot_run
         plot_run(paths["run"], os.path.join(out_dir, "plots"))
     return metrics
+
+
+def _test_scores(cfg: dict, learner, paths: dict, task, split: str, eval_task, final: dict,
+                 best_is_final: bool, data_dir) -> dict:
+    """The final and the best model (``best.npz``) scored on the test split, after
+    training and selection are over (``train.final_eval_batches`` batches, with the
+    trivial predictors' scores on the same data).  When selection was itself on
+    "test" the final score is reused."""
+    from .learner import load_learner
+    n = cfg["train"]["final_eval_batches"]
+    test_task = eval_task if split == "test" else make_task(cfg, "test", data_dir)
+    test_final = final if test_task is eval_task else evaluate(learner, test_task, n)
+    if best_is_final:
+        test_best = dict(test_final)
+    elif not os.path.exists(paths["best"]):
+        test_best = None                     # no model was ever selected
+    else:
+        test_best = evaluate(load_learner(paths["best"]), test_task, n)
+    return {"split": "test", "final": test_final, "best": test_best,
+            "baselines": trivial_baselines(task, test_task, n),
+            "data": test_task.identity()}
 
 
 def _run_to_checkpoint(sim: Simulation, out_dir: str, log):
@@ -543,7 +585,8 @@ def _past_evaluations(sim: Simulation, paths: dict) -> tuple[dict, list]:
             history = [h for h in json.load(f).get("history", []) if h["step"] <= sim.step]
     except (OSError, ValueError, KeyError, TypeError):
         history = []
-    best = min(history, key=lambda h: h["loss"], default={"loss": float("inf")})
+    best = min(history, default={"loss": float("inf")},
+               key=lambda h: float("inf") if h.get("loss") is None else h["loss"])
     return dict(best), history
 
 
@@ -625,6 +668,11 @@ def _train_summary(res) -> dict:
 
 def _log_final(log, metrics: dict, res, out_dir: str) -> None:
     log(_fmt(f"final {metrics['split']}", metrics["final"]))
+    test = metrics.get("test")
+    if test:
+        log(_fmt("final model on test", test["final"]))
+        if test["best"]:
+            log(_fmt(f"best model (selected on {metrics['split']}) on test", test["best"]))
     for name, b in metrics["baselines"].items():
         log(f"  {name} predictor on the same data: " +
             ", ".join(f"{k} {v:.4f}" for k, v in b.items()))

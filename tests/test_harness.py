@@ -69,7 +69,7 @@ def test_train_writes_run_folder_and_metrics(tmp_path):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["final"]["bpc"] == pytest.approx(m["final"]["bpc"])
     assert len(saved["history"]) == 2 and saved["train"]["steps"] == 48
-    assert saved["split"] == "test"
+    assert saved["split"] == "valid" and saved["test"]["split"] == "test"
 
 
 def test_evaluate_freezes_weights_and_matches_uniform_for_zero_output():
@@ -109,7 +109,7 @@ def test_cli_train_and_eval(tmp_path, capsys):
     assert main(["eval", os.path.join(MODELS, "cyclic.toml"), "--model", str(out / "best.npz"),
                  "--batches", "2"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["split"] == "test" and 0 < res["bpc"] < 10
+    assert res["split"] == "valid" and 0 < res["bpc"] < 10
 
 
 def test_cli_bad_config_is_one_clear_error(tmp_path, capsys):
@@ -124,7 +124,7 @@ def test_tasks_declare_split_metrics_and_baselines():
     from ptncn.data.bitrecall import BitRecall, bit_accuracy
     from ptncn.harness import trivial_baselines
     task = BitRecall(n_bits=3, batch_size=4, seed=1, n_batches=2)
-    assert task.default_eval_split == "test"
+    assert task.default_eval_split == "valid"
     learner = make_learner(validate({**BASE, "task": {"name": "bit_recall", "n_bits": 3},
                                      "model": {"hidden": [6, 5], "out": "sigmoid"}}), 3)
     m = evaluate(learner, task)

@@ -54,7 +54,7 @@ class Task(abc.ABC):
     x_dim: int
     n_batches: int
     #: the split evaluated when a config names none
-    default_eval_split: ClassVar[str] = "test"
+    default_eval_split: ClassVar[str] = "valid"
 
     @abc.abstractmethod
     def batch(self, i: int) -> Batch:
