@@ -1,4 +1,4 @@
-"""Compare learners at an equal wall-clock training budget (issue #7).
+"""Compare learners at an equal wall-clock training budget.
 
     python analysis/compare_baselines.py [--tasks CFG.toml ...] [--learners NAME ...]
         [--budget SECONDS] [--out DIR] [--set section.key=value ...]
