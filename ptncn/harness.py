@@ -60,6 +60,7 @@ TASKS = {
     "bouncing_notmnist": ("ptncn.data.bouncing", "BouncingDigits", {"source": "notmnist"}),
     "bit_recall": ("ptncn.data.bitrecall", "BitRecall", {}),
     "cyclic": ("ptncn.data.synthetic", "CyclicSymbols", {}),
+    "array": ("ptncn.data.arrays", "ArrayTask.from_file", {}),      # path = "data.npz"
 }
 #: ``[model] learner = ...`` names a learner of :data:`ptncn.learner.REGISTRY`; the
 #: allowed [model] keys are the fields of its ``Config`` but these (the harness fills them)
@@ -180,11 +181,53 @@ def _check_keys(section: str, d: dict, allowed: dict) -> None:
 
 
 def _task_class(name: str):
-    if name not in TASKS:
-        raise ConfigError(f"unknown task {name!r}; allowed: {', '.join(TASKS)}")
-    mod, cls, fixed = TASKS[name]
+    """The class (or factory) behind ``[task] name``: a name of :data:`TASKS`, or
+    ``"module:Class"`` for a user's subclass of :class:`ptncn.data.base.Task`."""
     import importlib
-    return getattr(importlib.import_module(mod), cls), fixed
+    if ":" in name:
+        return _user_task_class(name), {}
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}; allowed: {', '.join(TASKS)}, "
+                          "or 'module:Class' for your own Task subclass")
+    mod, attr, fixed = TASKS[name]
+    obj = importlib.import_module(mod)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj, fixed
+
+
+def _user_task_class(name: str):
+    """``"module:Class"`` imported (the current directory is searched after sys.path);
+    it must be a subclass of :class:`ptncn.data.base.Task`."""
+    import importlib
+    import sys
+    from .data.base import Task
+    mod_name, _, attr = name.partition(":")
+    if not mod_name or not attr:
+        raise ConfigError(f"[task] name = {name!r}: expected 'module:Class'")
+    try:
+        try:
+            module = importlib.import_module(mod_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod_name.split(".")[0] or os.getcwd() in sys.path:
+                raise
+            sys.path.append(os.getcwd())
+            try:
+                module = importlib.import_module(mod_name)
+            finally:
+                sys.path.remove(os.getcwd())
+    except Exception as exc:         # noqa: BLE001 - any import failure is the config's
+        raise ConfigError(f"[task] name = {name!r}: cannot import module {mod_name!r} "
+                          f"({type(exc).__name__}: {exc})") from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"[task] name = {name!r}: module {mod_name!r} has no {attr!r}")
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, Task)):
+        raise ConfigError(f"[task] name = {name!r}: {attr} is not a subclass of "
+                          f"ptncn.data.base.Task (got {obj!r})")
+    return obj
 
 
 def _signature_keys(fn, exclude=()) -> dict:
@@ -325,7 +368,8 @@ def make_task(cfg: dict, split: str = "train", data_dir=None):
     ``split`` parameter get it; tasks without one get a held-out seed
     (``seed + HELD_OUT_SEED[split]``) for "valid" and "test"."""
     task = dict(cfg["task"])
-    cls, fixed = _task_class(task.pop("name"))
+    name = task.pop("name")
+    cls, fixed = _task_class(name)
     params = inspect.signature(cls).parameters
     kw = {**fixed, **task}
     seed = cfg["seed"]
@@ -339,6 +383,10 @@ def make_task(cfg: dict, split: str = "train", data_dir=None):
         kw["seed"] = seed
     if "data_dir" in params:
         kw["data_dir"] = data_dir
+    missing = [p.name for p in params.values() if p.default is p.empty and p.name not in kw
+               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if missing:
+        raise ConfigError(f"[task] {name!r} needs {', '.join(missing)}")
     return cls(**kw)
 
 

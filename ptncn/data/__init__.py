@@ -9,7 +9,7 @@ from .files import DataError, find
 from .synthetic import CyclicSymbols, cyclic_symbols
 
 _LAZY = {"PTBChar": ".ptb", "PTBWord": ".ptb", "BouncingDigits": ".bouncing",
-         "BitRecall": ".bitrecall"}
+         "BitRecall": ".bitrecall", "ArrayTask": ".arrays"}
 
 __all__ = ["Batch", "Task", "OneHotTask", "BinaryTask", "default_score", "DataError", "find",
            "CyclicSymbols", "cyclic_symbols", *_LAZY]
