@@ -19,18 +19,7 @@ from ptncn.learner import REGISTRY, learner_class
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "tasks.md"
 X, N, T = 5, 30, 8
 
-#: small settings per registered learner (as tests/test_learner_contract.py)
-SMALL = {
-    "ptncn": dict(hidden=(6, 5), wght_sd=0.3, err_wght_sd=0.3),
-    "rtrl": dict(hidden=6),
-    "uoro": dict(hidden=6),
-    "nobacktrack": dict(hidden=6, kalman=True),
-    "tbptt": dict(hidden=6, k=3),
-    "bptt": dict(hidden=6),
-    "esn": dict(units=20),
-    "spiking_ptncn": dict(hidden=(4, 3), window_ms=20.0, target="numpy"),
-}
-EXTRAS = {"esn": "reservoirpy", "spiking_ptncn": "brian2"}
+from test_learner_contract import EXTRAS, SMALL  # noqa: E402  (small settings per learner)
 
 
 def onehot_data(n=N, t=T, seed=0, ragged=True):

@@ -221,7 +221,13 @@ def test_sigkill_then_resume_gives_bitwise_identical_params_and_traces(tmp_path)
             np.testing.assert_array_equal(r[name][:], full[name][:])
 
 
-def test_live_reader_sees_flushed_records(tmp_path):
+@pytest.mark.parametrize("locked", [False, True])
+def test_live_reader_sees_flushed_records(tmp_path, locked):
+    """A reader of a live run sees what the writer has flushed; when the writer holds the
+    run folder's lock the reader knows it and reads with SWMR, and after it not."""
+    import contextlib
+
+    from ptncn.runlock import RunLock
     model, task = make()
     path = tmp_path / "live.h5"
     rec = Recorder(path, buffer_steps=4, flush_seconds=1e9).add("z1")
@@ -231,9 +237,15 @@ def test_live_reader_sees_flushed_records(tmp_path):
     def peek(sim):
         if sim.step in (5, 13):
             with open_recording(path) as r:
+                if locked:
+                    assert r.writer is not None and r.file.swmr_mode
                 counts.append(len(r["z1"]))
     sim.on_step = peek
-    sim.run()
+    with RunLock(str(tmp_path), "train") if locked else contextlib.nullcontext():
+        sim.run()
+    if locked:
+        with open_recording(path) as r:
+            assert r.writer is None and not r.file.swmr_mode
     assert counts == [4, 12]
 
 

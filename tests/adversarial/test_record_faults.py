@@ -281,25 +281,3 @@ def test_export_of_a_live_run_needs_partial(tmp_path, capsys):
     assert os.path.exists(out)
     assert cli.main(["export", path, "--nwb", out, "--overwrite"]) == 0   # not live any more
     assert "took" not in capsys.readouterr().out
-
-
-def test_live_run_holding_its_folder_is_read_with_swmr(tmp_path):
-    """A reader of a locked folder sees what the live writer has flushed."""
-    model = PTNCN(8, (6, 5), seed=0)
-    task = CyclicSymbols(batch_size=4, length=10, vocab=8, seed=0)
-    path = tmp_path / "run.h5"
-    rec = Recorder(path, buffer_steps=4, flush_seconds=1e9).add("z1")
-    sim = Simulation(model, task, 2, recorder=rec)
-    counts = []
-
-    def peek(sim):
-        if sim.step in (5, 13):
-            with open_recording(path) as r:
-                assert r.writer is not None and r.file.swmr_mode
-                counts.append(len(r["z1"]))
-    sim.on_step = peek
-    with RunLock(str(tmp_path), "train"):
-        sim.run()
-    assert counts == [4, 12]
-    with open_recording(path) as r:
-        assert r.writer is None and not r.file.swmr_mode and len(r["z1"]) == 20
