@@ -75,7 +75,7 @@ OVERRIDES: dict[str, dict[str, dict]] = {
         "nobacktrack": {"model": {"hidden": 64}, "optimizer": {**_ADAM, "lr": 0.003}},
         "tbptt": {"model": {"hidden": 64, "k": 8}, "optimizer": {**_ADAM, "lr": 0.003}},
         "bptt": {"model": {"hidden": 64}, "optimizer": {**_ADAM, "lr": 0.003}},
-        "esn": {"model": {"units": 500, "sr": 0.9, "leak": 0.3, "input_scaling": 1.0,
+        "esn": {"model": {"hidden": 500, "sr": 0.9, "leak": 0.3, "input_scaling": 1.0,
                           "readout": "ridge", "ridge": 1e-6}},
     },
     "bouncing_mnist": {
@@ -84,7 +84,7 @@ OVERRIDES: dict[str, dict[str, dict]] = {
         "nobacktrack": {"model": {"hidden": 256}, "optimizer": {**_ADAM, "lr": 0.001}},
         "tbptt": {"model": {"hidden": 256, "k": 10}, "optimizer": {**_ADAM, "lr": 0.001}},
         "bptt": {"model": {"hidden": 256}, "optimizer": {**_ADAM, "lr": 0.001}},
-        "esn": {"model": {"units": 1000, "sr": 0.9, "leak": 0.5, "input_scaling": 0.3,
+        "esn": {"model": {"hidden": 1000, "sr": 0.9, "leak": 0.5, "input_scaling": 0.3,
                           "readout": "ridge", "ridge": 1e-4}},
     },
     "ptb_char": {
@@ -93,7 +93,7 @@ OVERRIDES: dict[str, dict[str, dict]] = {
         "nobacktrack": {"model": {"hidden": 250}, "optimizer": {**_ADAM, "lr": 0.002}},
         "tbptt": {"model": {"hidden": 250, "k": 32}, "optimizer": {**_ADAM, "lr": 0.002}},
         "bptt": {"model": {"hidden": 250}, "optimizer": {**_ADAM, "lr": 0.002}},
-        "esn": {"model": {"units": 1000, "sr": 0.9, "leak": 0.3, "input_scaling": 1.0,
+        "esn": {"model": {"hidden": 1000, "sr": 0.9, "leak": 0.3, "input_scaling": 1.0,
                           "readout": "ridge", "ridge": 1e-4}},
     },
     "cyclic": {
@@ -102,7 +102,7 @@ OVERRIDES: dict[str, dict[str, dict]] = {
         "nobacktrack": {"model": {"hidden": 64}, "optimizer": {**_ADAM, "lr": 0.01}},
         "tbptt": {"model": {"hidden": 64, "k": 10}, "optimizer": {**_ADAM, "lr": 0.01}},
         "bptt": {"model": {"hidden": 64}, "optimizer": {**_ADAM, "lr": 0.01}},
-        "esn": {"model": {"units": 200, "sr": 0.9, "leak": 0.5, "readout": "ridge"}},
+        "esn": {"model": {"hidden": 200, "sr": 0.9, "leak": 0.5, "readout": "ridge"}},
     },
 }
 OVERRIDES["bouncing_notmnist"] = OVERRIDES["bouncing_mnist"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import sys
@@ -81,6 +82,7 @@ def _demo_outputs(args, model) -> None:
 def _demo(args) -> int:
     from .data.synthetic import CyclicSymbols
     from .ptncn import PTNCN
+    from .threads import note_choice
 
     model = PTNCN(args.vocab, args.hidden, act=args.act, out="softmax", optimizer=args.optimizer,
                   lr=args.lr, seed=args.seed)
@@ -91,6 +93,7 @@ def _demo(args) -> int:
     print(f"P-TNCN demo: next-symbol prediction on repeating patterns "
           f"(vocab {args.vocab}, hidden {args.hidden}, {args.optimizer} lr {args.lr}); "
           f"chance = {np.log2(args.vocab):.3f} bits")
+    note_choice()
     before = _held_out_bits(model, held_out)
     print(f"held-out loss before training: {before:.4f} bits/symbol")
     res = _demo_simulation(args, model, task).run()
@@ -115,7 +118,6 @@ def _demo_args(p) -> None:
     p.add_argument("--save", default=None, help="write the trained model here (.npz)")
     p.add_argument("--out", default=None,
                    help="record the run to OUT/run.h5 (+ checkpoint, + OUT/plots/*.png)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 # ---------------------------------------------------------------------------
@@ -160,7 +162,6 @@ def _train_args(p) -> None:
     p.add_argument("--data-dir", default=None, help="where the data files are (else $PTNCN_DATA)")
     _set_option(p, metavar="SECTION.KEY=VALUE",
                 help="override a config value, e.g. --set train.batches=50")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true")
 
 
@@ -176,7 +177,6 @@ def _resume(args) -> int:
 def _resume_args(p) -> None:
     p.add_argument("run_dir")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--quiet", action="store_true")
     p.add_argument("--no-plots", action="store_true")
     _set_option(p, metavar="SECTION.KEY=VALUE",
                 help="change how long the run goes on or when it evaluates: train.batches, "
@@ -186,13 +186,16 @@ def _resume_args(p) -> None:
 def _eval(args) -> int:
     from .harness import evaluate, load_config, make_task
     from .learner import load_learner
+    from .threads import note_choice
 
     cfg = load_config(args.config, args.set)
     probe = make_task(cfg, "train", args.data_dir)
     split = args.split or probe.default_eval_split
     task = make_task(cfg, split, args.data_dir)
     model = load_learner(args.model)
-    m = evaluate(model, task, args.batches)
+    note_choice()
+    m = evaluate(model, task, args.batches, progress=False if args.quiet else None,
+                 desc=f"eval {split}")
     print(dumps_json({"model": args.model, "split": split, **m}, indent=2, default=float))
     return 0
 
@@ -220,8 +223,6 @@ def _zeroshot_args(p) -> None:
     p.add_argument("config", help="a zero-shot config (models/zeroshot_*.toml)")
     p.add_argument("--out", default=None, help="output folder (default runs/<name>)")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--quiet", action="store_true",
-                   help="no progress lines (still the results table and the files written)")
     _set_option(p, metavar="KEY=VALUE",
                 help="zeroshot.seeds=[1,2], or section.key=value for both task configs")
 
@@ -290,6 +291,9 @@ def _file_arg(p) -> None:
     p.add_argument("file")
 
 
+#: the subcommands that compute (and so take ``--threads`` and ``--quiet``)
+COMPUTING = ("demo", "train", "resume", "eval", "zero-shot")
+
 #: subcommand -> (help, function adding its arguments, function running it)
 COMMANDS = {
     "demo": ("train a small P-TNCN on a built-in sequence task", _demo_args, _demo),
@@ -337,6 +341,61 @@ def _positive_number(text: str) -> float:
     return v
 
 
+def _threads_type(text: str):
+    from .threads import parse_threads
+    try:
+        return parse_threads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _computing_args(p) -> None:
+    p.add_argument("--threads", type=_threads_type, default=None, metavar="N|auto",
+                   help="BLAS threads (default: auto, the cores not already busy, unless "
+                        "OPENBLAS_NUM_THREADS / OMP_NUM_THREADS is set)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress (bar or log lines); results and errors still print")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A logging handler writing to whatever ``sys.stderr`` is at the time."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _start(args) -> None:
+    """Before a command runs: progress and notes to stderr through ``logging`` (hidden
+    under ``--quiet``), and the BLAS threads of a computing command chosen."""
+    from .threads import set_threads
+
+    log = logging.getLogger("ptncn")
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.propagate = False
+    log.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    if args.cmd in COMPUTING:
+        set_threads(args.threads)       # logged by the command when it starts computing
+
+
+def _finish() -> None:
+    """After a command (``main`` may run in a longer process): undo :func:`_start`."""
+    from .threads import reset_threads
+
+    log = logging.getLogger("ptncn")
+    for h in [h for h in log.handlers if isinstance(h, _StderrHandler)]:
+        log.removeHandler(h)
+    log.propagate = True
+    log.setLevel(logging.NOTSET)
+    reset_threads()
+
+
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -348,6 +407,8 @@ def _parser() -> argparse.ArgumentParser:
     for name, (help_text, add_arguments, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
         add_arguments(p)
+        if name in COMPUTING:
+            _computing_args(p)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show the traceback of an error (else one line)")
     return ap
@@ -369,6 +430,15 @@ def main(argv=None) -> int:
     traceback): exit 2 for bad input, 1 for anything unexpected."""
     args = _parser().parse_args(argv)
     try:
+        return _run(args)
+    finally:
+        _finish()
+
+
+def _run(args) -> int:
+    """:func:`main` after parsing the arguments."""
+    try:
+        _start(args)
         code = COMMANDS[args.cmd][2](args)
         sys.stdout.flush()
         return code

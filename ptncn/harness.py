@@ -281,6 +281,10 @@ def _check_model(model: dict, seed: int) -> dict:
     its own checks (ranges), by building it (``x_dim`` 1 stands in for the task's)."""
     learner = model.pop("learner", "ptncn")
     config_cls = learner_cls(learner).Config
+    try:
+        model = config_cls.upgrade(model)
+    except ValueError as exc:
+        raise ConfigError(f"[model]: {exc}") from None
     _check_keys("model.", model, model_schema(config_cls))
     try:
         config_cls.from_dict({"x_dim": 1, "seed": seed, **model})
@@ -446,14 +450,16 @@ def first_batches(task, max_batches: int = 0) -> range:
     return range(task.n_batches if not max_batches else min(max_batches, task.n_batches))
 
 
-def evaluate(learner, task, max_batches: int = 0) -> dict:
+def evaluate(learner, task, max_batches: int = 0, progress=False, desc: str = "eval") -> dict:
     """Score ``learner`` (weights frozen) on ``task``'s batches; returns metrics.
 
     loss: mean NLL (nats) per scored token for one-hot tasks (also bpc and ppl),
     BCE summed over pixels per scored frame for binary tasks (also mse per
     frame); and the task's own ``step_metrics`` (bit_accuracy for bit recall),
-    each a mean per scored row.
+    each a mean per scored row.  ``progress``: as :class:`ptncn.simulate.Simulation`'s
+    (counted in batches, named ``desc``; off by default).
     """
+    from .progress import progress_or_none
     sums: dict[str, float] = {}
     total = {"loss": 0.0, "scored": 0.0}
 
@@ -464,8 +470,12 @@ def evaluate(learner, task, max_batches: int = 0) -> dict:
             for k, v in task.step_metrics(s.pred, s.x, s.score).items():
                 sums[k] = sums.get(k, 0.0) + v
     batches = first_batches(task, max_batches)
+    bar = progress_or_none(len(batches), desc=desc, unit="batch", mode=progress)
     for _ in simulate(learner, task, batches, learn=False, on_step=on_step):
-        pass
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     count = total["scored"]
     out = {"batches": len(batches), "scored": count,
            "loss": total["loss"] / count if count else float("nan")}
@@ -520,6 +530,8 @@ def train(cfg: dict, out_dir: str | None = None, data_dir=None, quiet: bool = Fa
 
 def _train_locked(cfg: dict, out_dir: str, data_dir, quiet: bool, resume: bool, plots: bool,
                   log) -> dict:
+    from .threads import note_choice
+
     paths = _run_paths(out_dir)
     tr = cfg["train"]
     task = make_task(cfg, "train", data_dir)
@@ -529,27 +541,19 @@ def _train_locked(cfg: dict, out_dir: str, data_dir, quiet: bool, resume: bool, 
     if sim is None:
         return _finished(paths, out_dir, log)
     learner = sim.learner
+    note_choice()
     best, history = _past_evaluations(sim, paths) if resume else ({"loss": float("inf")}, [])
     sim.checkpoint_meta = {"best": best, "history": history}
     with open(paths["config"], "w") as f:
         dump_json(cfg, f, indent=2)
     t0 = time.perf_counter()
-
-    def batch_end(sim, b, mean_loss):
-        if tr["eval_every"] and (b + 1) % tr["eval_every"] == 0:
-            m = evaluate(learner, eval_task, tr["eval_batches"])
-            m.update(batch=b + 1, step=sim.step, seconds=time.perf_counter() - t0)
-            history.append(json.loads(json.dumps(m, default=float)))
-            log(_fmt(f"batch {b + 1} {split}", m))
-            if m["loss"] < best["loss"]:
-                best.update(m)
-                learner.save(paths["best"])
-        if tr["time_budget_s"] and time.perf_counter() - t0 > tr["time_budget_s"]:
-            sim.stop = True
-    sim.on_batch_end = batch_end
+    cost = _EvalCost(tr, eval_task, sim.position[0], t0)
+    sim.on_batch_end = _batch_end(tr, eval_task, split, paths, best, history, cost, log)
+    sim.progress_setup = cost.setup
     res = _run_to_checkpoint(sim, out_dir, log)
     learner.save(paths["final"])
-    final = evaluate(learner, eval_task, tr["final_eval_batches"])
+    final = evaluate(learner, eval_task, tr["final_eval_batches"], progress=_mode(quiet),
+                     desc=f"final {split}")
     best_is_final = final["loss"] < best["loss"]
     if best_is_final:
         best.update(final)
@@ -559,7 +563,7 @@ def _train_locked(cfg: dict, out_dir: str, data_dir, quiet: bool, resume: bool, 
                "best": dict(best), "history": history, "train": _train_summary(res),
                "data": task.identity(), "eval_data": eval_task.identity()}
     metrics["test"] = _test_scores(cfg, learner, paths, task, split, eval_task, final,
-                                   best_is_final, data_dir)
+                                   best_is_final, data_dir, _mode(quiet))
     with open(paths["metrics"], "w") as f:
         dump_json(metrics, f, indent=2, default=float)      # NaN / inf written as null
     _log_final(log, metrics, res, out_dir)
@@ -569,8 +573,75 @@ def _train_locked(cfg: dict, out_dir: str, data_dir, quiet: bool, resume: bool, 
     return metrics
 
 
+def _mode(quiet: bool):
+    """The progress mode of a run's own loops: off under ``quiet``, else automatic."""
+    return False if quiet else None
+
+
+def _batch_end(tr: dict, eval_task, split: str, paths: dict, best: dict, history: list,
+               cost: "_EvalCost", log):
+    """The training loop's ``on_batch_end``: evaluate every ``train.eval_every`` batches
+    (keeping ``best.npz`` and the history), and stop at the time budget."""
+    def batch_end(sim, b, mean_loss):
+        cost.batch = b + 1
+        if tr["eval_every"] and (b + 1) % tr["eval_every"] == 0:
+            t = time.perf_counter()
+            m = evaluate(sim.learner, eval_task, tr["eval_batches"])
+            cost.evaluated(m["batches"], time.perf_counter() - t)
+            m.update(batch=b + 1, step=sim.step, seconds=time.perf_counter() - cost.t0)
+            history.append(json.loads(json.dumps(m, default=float)))
+            log(_fmt(f"batch {b + 1} {split}", m))
+            if sim.progress_bar is not None:
+                sim.progress_bar.note = _fmt(f"last {split}", m, first_only=True)
+            if m["loss"] < best["loss"]:
+                best.update(m)
+                sim.learner.save(paths["best"])
+        if tr["time_budget_s"] and time.perf_counter() - cost.t0 > tr["time_budget_s"]:
+            sim.stop = True
+    return batch_end
+
+
+class _EvalCost:
+    """What a training run will still spend outside its steps, for its progress's time
+    left: the periodic evaluations still due and the final phase (validation, then the
+    final and the best model on test: three passes of ``train.final_eval_batches``),
+    each at the seconds per batch measured in evaluation so far (before the first one,
+    at the training speed, which is slower)."""
+
+    def __init__(self, tr: dict, eval_task, start_batch: int, t0: float):
+        self.tr, self.batch, self.start_batch, self.t0 = tr, start_batch, start_batch, t0
+        self.n_periodic = (len(first_batches(eval_task, tr["eval_batches"]))
+                           if tr["eval_every"] else 0)
+        self.n_final = 3 * len(first_batches(eval_task, tr["final_eval_batches"]))
+        self.eval_s, self.eval_batches = 0.0, 0
+
+    def evaluated(self, batches: int, seconds: float) -> None:
+        self.eval_s, self.eval_batches = self.eval_s + seconds, self.eval_batches + batches
+
+    def per_batch_s(self) -> float:
+        if self.eval_batches:
+            return self.eval_s / self.eval_batches
+        trained = self.batch - self.start_batch
+        return (time.perf_counter() - self.t0 - self.eval_s) / trained if trained else 0.0
+
+    def final_s(self) -> float:
+        return self.n_final * self.per_batch_s()
+
+    def left_s(self) -> float:
+        every = self.tr["eval_every"]
+        due = self.tr["batches"] // every - self.batch // every if every else 0
+        return due * self.n_periodic * self.per_batch_s() + self.final_s()
+
+    def setup(self, progress) -> None:
+        """Give ``progress`` (the loop's :class:`ptncn.progress.Progress`) these estimates
+        and the time budget."""
+        progress.extra_s, progress.after_deadline_s = self.left_s, self.final_s
+        if self.tr["time_budget_s"]:
+            progress.deadline = self.t0 + self.tr["time_budget_s"]
+
+
 def _test_scores(cfg: dict, learner, paths: dict, task, split: str, eval_task, final: dict,
-                 best_is_final: bool, data_dir) -> dict:
+                 best_is_final: bool, data_dir, progress=False) -> dict:
     """The final and the best model (``best.npz``) scored on the test split, after
     training and selection are over (``train.final_eval_batches`` batches, with the
     trivial predictors' scores on the same data).  When selection was itself on
@@ -578,13 +649,15 @@ def _test_scores(cfg: dict, learner, paths: dict, task, split: str, eval_task, f
     from .learner import load_learner
     n = cfg["train"]["final_eval_batches"]
     test_task = eval_task if split == "test" else make_task(cfg, "test", data_dir)
-    test_final = final if test_task is eval_task else evaluate(learner, test_task, n)
+    test_final = (final if test_task is eval_task
+                  else evaluate(learner, test_task, n, progress, "final model on test"))
     if best_is_final:
         test_best = dict(test_final)
     elif not os.path.exists(paths["best"]):
         test_best = None                     # no model was ever selected
     else:
-        test_best = evaluate(load_learner(paths["best"]), test_task, n)
+        test_best = evaluate(load_learner(paths["best"]), test_task, n, progress,
+                             "best model on test")
     return {"split": "test", "final": test_final, "best": test_best,
             "baselines": trivial_baselines(task, test_task, n),
             "data": test_task.identity()}
@@ -728,7 +801,7 @@ def _log_final(log, metrics: dict, res, out_dir: str) -> None:
         f"wrote {out_dir}")
 
 
-def _fmt(prefix: str, m: dict) -> str:
+def _fmt(prefix: str, m: dict, first_only: bool = False) -> str:
     keys = [k for k in ("bpc", "ppl", "bce_per_frame", "mse_per_frame", "bit_accuracy", "loss")
-            if k in m]
+            if k in m][:1 if first_only else None]
     return prefix + ": " + ", ".join(f"{k} {m[k]:.4f}" for k in keys)

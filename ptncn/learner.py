@@ -38,9 +38,12 @@ import json
 import math
 import os
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Mapping
 from typing import Any, Callable, ClassVar
+
+import warnings
 
 import numpy as np
 
@@ -422,6 +425,9 @@ class LearnerConfig:
     ``label`` names the learner in error messages."""
 
     label: ClassVar[str] = ""
+    #: old key -> current key: still accepted (with a FutureWarning), e.g. configs and
+    #: model files written before a rename
+    renamed: ClassVar[dict] = {}
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -432,7 +438,24 @@ class LearnerConfig:
         return tuple(f.name for f in dataclasses.fields(cls))
 
     @classmethod
+    def upgrade(cls, d: Mapping) -> dict:
+        """``d`` with renamed keys under their current names (a FutureWarning for each);
+        giving both the old and the new name is an error."""
+        d = dict(d)
+        for old, new in cls.renamed.items():
+            if old in d:
+                if new in d:
+                    raise ValueError(f"{cls.label or cls.__name__}: {old!r} is the old name "
+                                     f"of {new!r}; give only {new!r}")
+                warnings.warn(f"{cls.label or cls.__name__}: {old!r} is now called {new!r}; "
+                              f"the old name still works but will be removed", FutureWarning,
+                              stacklevel=3)
+                d[new] = d.pop(old)
+        return d
+
+    @classmethod
     def from_dict(cls, d: Mapping):
+        d = cls.upgrade(d)
         known = cls.field_names()
         unknown = sorted(set(d) - set(known))
         if unknown:

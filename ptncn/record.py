@@ -700,18 +700,46 @@ class Recording:
         return "\n".join(lines)
 
     def to_xarray(self):
-        """An xarray.Dataset of every trace (needs xarray; reads everything)."""
-        try:
-            import xarray as xr
-        except ImportError:
-            raise ImportError("to_xarray() needs xarray: pip install xarray") from None
-        data = {}
+        """The recording as an ``xarray.Dataset`` (needs xarray), read lazily.
+
+        Building the Dataset reads only the step indices and attributes; trace values
+        are read when asked for (``.values``, ``.load()``, a plot...), and only the
+        records a selection needs (``.chunk()`` makes dask arrays where dask is installed).
+        Read them while the recording is open (``.load()`` first to keep them after).
+
+        Dimension names, chosen so that traces sampled alike share coordinates:
+
+        * ``step`` — the step index of each record, for the step set most traces
+          share; traces recorded at other steps get ``step_every<n>`` (their ``every``),
+          or ``step_<trace>`` when that name is taken by yet another step set.
+        * ``row`` — the recorded batch rows (values: the row indices) of per-row
+          quantities, for the row selection most traces share; another row selection
+          is ``row_<trace>``, named after its first trace in name order.
+        * units of per-row quantities, named by the layer they belong to:
+          ``unit_<l>`` for a name ending in layer number l (z1, mu1, e1, spikes_z1...),
+          ``unit_x`` for the input/prediction space (layer 0: x, x_mu, e0, and any
+          quantity in input or output units), ``unit_<trace>`` otherwise (the reservoir
+          ``r`` of an echo-state network: ``unit_r``).  Values: the recorded unit
+          indices; another unit selection of the same layer is ``<dim>_<trace>``.
+        * parameters and their updates (unit "weight" or "weight / step"):
+          ``<param>_row`` and ``<param>_col``, shared by ``W1`` and ``dW1``.
+
+        Norms and metrics have the step dimension only.  Every variable has ``units``
+        and ``long_name`` (the recorded unit and meaning) besides the trace's own
+        attributes; the Dataset carries the file's attributes.
+        """
+        xr = _import_xarray()
+        plans = {name: _dim_requests(name, t) for name, t in self.traces.items()}
+        names = _assign_dims([r for p in plans.values() for r in p], set(self.traces))
+        coords, data = {}, {}
         for name, t in self.traces.items():
-            axes = json.loads(t.attrs["axes"])
-            dims = [f"step_{name}"] + [f"{ax}_{name}" for ax in axes[1:]]
-            data[name] = xr.DataArray(t[:], dims=dims, coords={dims[0]: t.step},
-                                      attrs={k: str(v) for k, v in t.attrs.items()})
-        return xr.Dataset(data, attrs={k: str(v) for k, v in self.attrs.items()})
+            dims = []
+            for req in plans[name]:
+                dim = names[req.key]
+                dims.append(dim)
+                coords.setdefault(dim, xr.Variable(dim, req.values, attrs=req.attrs))
+            data[name] = xr.Variable(dims, _lazy_values(t), attrs=_variable_attrs(t))
+        return xr.Dataset(data, coords=coords, attrs=_plain_attrs(self.attrs))
 
     def close(self):
         self.file.close()
@@ -721,6 +749,147 @@ class Recording:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# ---------------------------------------------------------------------------
+# xarray view (Recording.to_xarray)
+# ---------------------------------------------------------------------------
+#: recorded units of parameters and of their updates (their axes are not batch rows)
+_WEIGHT_UNITS = ("weight", "weight / step")
+#: recorded units of quantities that live in the input (= prediction) space
+_INPUT_UNITS = ("input units", "output units")
+
+
+def _import_xarray():
+    try:
+        import xarray
+    except ImportError:
+        raise ImportError("to_xarray() needs xarray: pip install 'ptncn[test]' "
+                          "(or pip install xarray)") from None
+    return xarray
+
+
+@dataclass
+class _DimRequest:
+    """A dimension one trace asks for: a preferred name, a fallback when another
+    coordinate set holds that name, the coordinate values and their attributes."""
+    trace: str
+    axis: int
+    preferred: str
+    fallback: tuple
+    values: np.ndarray
+    attrs: dict
+
+    @property
+    def key(self):
+        return (self.trace, self.axis)
+
+
+def _json_attr(attrs: dict, key: str):
+    v = attrs.get(key)
+    v = v.decode() if isinstance(v, bytes) else v
+    return json.loads(v) if isinstance(v, str) else v
+
+
+def _unit_dim(name: str, unit: str) -> tuple[str, str]:
+    """(dim name, long name) of the unit axis of a per-row quantity."""
+    m = re.search(r"(\d+)$", name)
+    if (m and int(m.group(1)) == 0) or (not m and unit in _INPUT_UNITS):
+        return "unit_x", "unit of the input (and prediction) space"
+    if m:
+        return f"unit_{int(m.group(1))}", f"unit of layer {int(m.group(1))}"
+    return f"unit_{name}", f"unit of {name}"
+
+
+def _dim_requests(name: str, t: "Trace") -> list[_DimRequest]:
+    """The dimensions of trace ``name`` (see :meth:`Recording.to_xarray`)."""
+    a, shape = t.attrs, t.shape
+    every = int(a.get("every", 1))
+    out = [_DimRequest(name, 0, "step", (f"step_every{every}", f"step_{name}"), t.step,
+                       {"long_name": "step index of the record", "units": "step"})]
+    full = _json_attr(a, "full_shape") or list(shape[1:])
+    picks = [_json_attr(a, "rows"), _json_attr(a, "unit_index")]
+    unit = str(a.get("units", ""))
+    for axis in range(1, len(shape)):
+        pick = picks[axis - 1]
+        values = np.asarray(pick if pick is not None else range(full[axis - 1]), np.int64)
+        if unit in _WEIGHT_UNITS:
+            base = name[1:] if unit == "weight / step" else name
+            dim = f"{base}_{('row', 'col')[axis - 1]}"
+            long = f"{('row', 'column')[axis - 1]} index of {base}"
+        elif axis == 1:
+            dim, long = "row", "batch row (sequence) index"
+        else:
+            dim, long = _unit_dim(name, unit)
+        out.append(_DimRequest(name, axis, dim, (f"{dim}_{name}",), values,
+                               {"long_name": long, "units": "index"}))
+    return out
+
+
+def _assign_dims(requests: list[_DimRequest], reserved: set) -> dict:
+    """(trace, axis) -> dimension name: per preferred name, the coordinate set most
+    traces ask for gets it (ties: the first trace), the others their fallbacks."""
+    groups: dict = {}
+    for r in requests:
+        sets = groups.setdefault(r.preferred, {})
+        sets.setdefault((r.values.size, r.values.tobytes()), []).append(r)
+    taken, out = set(reserved), {}
+    for preferred, sets in groups.items():
+        ranked = sorted(sets.values(), key=len, reverse=True)   # stable: ties keep order
+        for i, members in enumerate(ranked):
+            options = ((preferred,) if i == 0 else ()) + members[0].fallback
+            dim = next((d for d in options if d not in taken), None)
+            if dim is None:
+                dim = f"{options[-1]}_{len(taken)}"
+            taken.add(dim)
+            out.update({r.key: dim for r in members})
+    return out
+
+
+def _plain_attrs(attrs: dict) -> dict:
+    """Attributes netCDF and xarray accept: numbers and strings (others as JSON)."""
+    out = {}
+    for k, v in attrs.items():
+        if isinstance(v, bytes):
+            v = v.decode()
+        if isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v if isinstance(v, (str, int, float)) else json.dumps(v)
+    return out
+
+
+def _variable_attrs(t: "Trace") -> dict:
+    a = _plain_attrs(t.attrs)
+    return {"long_name": a.get("meaning", t.name), "units": a.get("units", ""), **a}
+
+
+def _lazy_values(t: "Trace"):
+    """Trace ``t`` as an array xarray indexes without reading it."""
+    from xarray.core import indexing
+    return indexing.LazilyIndexedArray(_trace_array_class()(t))
+
+
+@functools.lru_cache(maxsize=None)
+def _trace_array_class():
+    """An ``xarray.backends.BackendArray`` reading a :class:`Trace` on demand (a class
+    made on first use: xarray is optional)."""
+    from xarray.backends import BackendArray
+    from xarray.core import indexing
+
+    class TraceArray(BackendArray):
+        def __init__(self, trace: Trace):
+            self.trace = trace
+            self.shape = tuple(trace.shape)
+            self.dtype = np.dtype(trace.values.dtype)
+
+        def __getitem__(self, key):
+            return indexing.explicit_indexing_adapter(
+                key, self.shape, indexing.IndexingSupport.BASIC, self._read)
+
+        def _read(self, key: tuple):
+            return np.asarray(self.trace[key])
+
+    return TraceArray
 
 
 #: HDF5's message when a file already open in this process is opened again with(out) the

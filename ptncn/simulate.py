@@ -141,7 +141,7 @@ class Simulation:
 
     def __init__(self, learner: Learner, task, n_batches: int, *, recorder=None,
                  checkpoint_every: int = 0, checkpoint_path=None, learn: bool = True,
-                 progress: bool | None = None, attrs: dict | None = None):
+                 progress: bool | str | None = None, attrs: dict | None = None):
         if checkpoint_every and checkpoint_path is None:
             raise ValueError("checkpoint_every needs checkpoint_path")
         self.learner, self.task, self.n_batches = learner, task, int(n_batches)
@@ -159,6 +159,8 @@ class Simulation:
         self.checkpoint_meta: dict = {}   # the caller's JSON kept in every checkpoint
         self._resume_from = None
         self._sigint = _Sigint()
+        self.progress_bar = None      # the running loop's Progress (None when quiet)
+        self.progress_setup = None    # optional callback(progress) when that Progress is made
 
     # -- checkpoints ---------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -265,12 +267,13 @@ class Simulation:
             raise _Interrupted
 
     def _progress_bar(self, total: int, initial: int):
-        show = self.progress if self.progress is not None else sys.stderr.isatty()
-        if not show:
-            return None
-        from tqdm import tqdm
-        return _Progress(tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
-                              desc=type(self.learner).__name__))
+        from .progress import progress_or_none
+        bar = progress_or_none(total, desc="train" if self.learn else "run", initial=initial,
+                               mode=self.progress)
+        self.progress_bar = bar
+        if bar is not None and self.progress_setup is not None:
+            self.progress_setup(bar)
+        return None if bar is None else _Progress(bar)
 
 
 class _Interrupted(Exception):
@@ -303,17 +306,18 @@ class _Sigint:
 
 
 class _Progress:
-    """A run's progress bar: steps, the last step's loss, scored tokens (frames) per second."""
+    """A run's progress: steps, the last step's loss, scored tokens (frames) per second."""
 
     def __init__(self, bar):
         self.bar, self.seen, self.t0 = bar, 0.0, time.perf_counter()
 
     def update(self, scored: float, step_loss: float) -> None:
         self.seen += scored
-        self.bar.update(1)
         if np.isfinite(step_loss):
             rate = self.seen / max(time.perf_counter() - self.t0, 1e-9)
-            self.bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{rate:.0f}", refresh=False)
+            self.bar.update(1, loss=f"{step_loss:.3f}", tok_s=f"{rate:.0f}")
+        else:
+            self.bar.update(1)
 
     def close(self) -> None:
         self.bar.close()

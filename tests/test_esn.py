@@ -32,7 +32,7 @@ def _seq(T, B, X, seed=0, ragged=False):
 def test_reservoir_matches_reservoirpy_node():
     from reservoirpy.nodes import Reservoir
 
-    esn = ESN(4, units=40, sr=0.8, leak=0.3, input_scaling=0.7, bias_scaling=0.4,
+    esn = ESN(4, hidden=40, sr=0.8, leak=0.3, input_scaling=0.7, bias_scaling=0.4,
               rc_connectivity=0.2, input_connectivity=0.5, out="identity", seed=5)
     p = esn.params
     # the generated matrices have the requested spectral radius and scalings
@@ -64,7 +64,7 @@ def _collect_and_train(esn, batches):
     feats, targets = [], []
     for x, m in batches:
         esn.reset(x.shape[1])
-        r_prev = np.zeros((x.shape[1], esn.config.units), np.float32)
+        r_prev = np.zeros((x.shape[1], esn.config.hidden), np.float32)
         for t in range(x.shape[0]):
             esn.step(x[t], m[t], learn=True)
             if t > 0:
@@ -79,12 +79,12 @@ def _collect_and_train(esn, batches):
 
 
 def test_ridge_readout_equals_closed_form_on_the_collected_states():
-    esn = ESN(3, units=30, leak=0.5, input_connectivity=0.5, ridge=0.5, out="identity", seed=2)
+    esn = ESN(3, hidden=30, leak=0.5, input_connectivity=0.5, ridge=0.5, out="identity", seed=2)
     x, _ = _seq(4, 2, 3)
     assert np.all(esn.step(x[0]) == 0.0)           # neutral output before the first solve
     batches = [(x + 2, m) for x, m in (_seq(20, 6, 3, seed=s, ragged=True) for s in range(3))]
     phi, y = _collect_and_train(esn, batches)
-    N = esn.config.units
+    N = esn.config.hidden
     # ridge on the units' weights, intercept unpenalised: an augmented least-squares problem
     aug = np.vstack([phi, np.sqrt(0.5) * np.eye(N + 1)[:N]])
     ref = np.linalg.lstsq(aug, np.vstack([y, np.zeros((N, 3))]), rcond=None)[0]
@@ -93,8 +93,8 @@ def test_ridge_readout_equals_closed_form_on_the_collected_states():
 
 
 def test_softmax_and_sigmoid_outputs_are_valid_predictions():
-    soft = ESN(5, units=20, seed=1)
-    sig = ESN(5, units=20, out="sigmoid", seed=1)
+    soft = ESN(5, hidden=20, seed=1)
+    sig = ESN(5, hidden=20, out="sigmoid", seed=1)
     x = np.eye(5, dtype=np.float32)[[0, 1, 2, 3]]
     np.testing.assert_allclose(soft.step(x), 0.2, rtol=1e-6)      # neutral: uniform
     np.testing.assert_allclose(sig.step(x), 0.5)
@@ -107,7 +107,7 @@ def test_softmax_and_sigmoid_outputs_are_valid_predictions():
 
 
 def test_rls_with_no_forgetting_converges_to_the_ridge_solution():
-    kw = dict(units=15, leak=1.0, sr=0.5, input_scaling=1.0, input_connectivity=1.0,
+    kw = dict(hidden=15, leak=1.0, sr=0.5, input_scaling=1.0, input_connectivity=1.0,
               out="identity", seed=4)
     rls = ESN(2, readout="rls", rls_delta=1e-6, forgetting=1.0, **kw)
     ridge = ESN(2, readout="ridge", ridge=1e-6, **kw)
@@ -129,8 +129,8 @@ def test_masked_rows_hold_state_and_teach_nothing(readout):
     m[0, 3] = 0          # and a masked first step
     garbage = x.copy()
     garbage[np.broadcast_to(m == 0, x.shape)] = 1e3
-    a = ESN(3, units=25, readout=readout, out="identity", seed=1)
-    b = ESN(3, units=25, readout=readout, out="identity", seed=1)
+    a = ESN(3, hidden=25, readout=readout, out="identity", seed=1)
+    b = ESN(3, hidden=25, readout=readout, out="identity", seed=1)
     for model, xs in ((a, x), (b, garbage)):
         model.reset(4)
         prev = None
@@ -148,7 +148,7 @@ def test_masked_rows_hold_state_and_teach_nothing(readout):
 
 
 def test_bad_input_and_options_are_refused_with_clear_errors():
-    esn = ESN(3, units=10)
+    esn = ESN(3, hidden=10)
     x = np.zeros((2, 3), np.float32)
     with pytest.raises(ValueError, match=r"shape \(2, 4\); expected \(batch, 3\)"):
         esn.step(np.zeros((2, 4)))
@@ -167,9 +167,9 @@ def test_bad_input_and_options_are_refused_with_clear_errors():
                       ({"leak": 0.0}, r"leak must be in \(0, 1\]"),
                       ({"out": "tanh"}, "out must be one of"),
                       ({"sr": float("nan")}, "sr must be a finite number"),
-                      ({"units": 0}, "units must be a positive integer")]:
+                      ({"hidden": 0}, "hidden must be a positive integer")]:
         with pytest.raises(ValueError, match=match):
-            ESN(3, **{"units": 10, **kw})
+            ESN(3, **{"hidden": 10, **kw})
 
 
 def _train_steps(model, x, m, t_range):
@@ -182,7 +182,7 @@ def _train_steps(model, x, m, t_range):
 @pytest.mark.parametrize("readout", ["ridge", "rls"])
 def test_save_load_round_trip_continues_identically(tmp_path, readout):
     x, m = _seq(16, 5, 4, seed=7, ragged=True)
-    model = ESN(4, units=30, readout=readout, forgetting=0.99, out="identity", seed=9)
+    model = ESN(4, hidden=30, readout=readout, forgetting=0.99, out="identity", seed=9)
     _train_steps(model, x, m, range(16))
     model.end_sequence(learn=True)
     model.reset(5)
@@ -219,7 +219,7 @@ def test_readout_statistics_travel_exactly_and_missing_ones_are_refused(tmp_path
     from ptncn.errors import ModelFileError
 
     x, m = _seq(10, 3, 4, seed=2, ragged=True)
-    model = ESN(4, units=20, readout=readout, forgetting=0.95, out="identity", seed=6)
+    model = ESN(4, hidden=20, readout=readout, forgetting=0.95, out="identity", seed=6)
     model.reset(3)
     _train_steps(model, x, m, range(10))
     path = tmp_path / "esn.npz"
@@ -237,7 +237,7 @@ def test_readout_statistics_travel_exactly_and_missing_ones_are_refused(tmp_path
 @pytest.mark.parametrize("readout", ["ridge", "rls"])
 def test_norm_dWout_records_the_change_of_the_readout(tmp_path, readout):
     x, m = _seq(8, 3, 4, seed=4)
-    esn = ESN(4, units=20, readout=readout, out="identity", seed=2)
+    esn = ESN(4, hidden=20, readout=readout, out="identity", seed=2)
     rec = Recorder(tmp_path / "r.h5").add("norm_dWout").add("dWout")
     rec.start(esn, batch=3)
     esn.reset(3)
@@ -264,7 +264,7 @@ def test_norm_dWout_records_the_change_of_the_readout(tmp_path, readout):
 
 
 def _sim_parts(seed=3):
-    model = ESN(6, units=40, seed=seed)
+    model = ESN(6, hidden=40, seed=seed)
     task = CyclicSymbols(batch_size=4, length=10, vocab=6, seed=seed)
     return model, task
 
@@ -275,7 +275,7 @@ def test_checkpoint_resume_is_bitwise_identical(tmp_path, readout, every, positi
     ckpt, path = str(tmp_path / "run.ckpt.npz"), str(tmp_path / "run.h5")
     model, task = _sim_parts()
     if readout == "rls":
-        model = ESN(6, units=40, readout="rls", seed=3)
+        model = ESN(6, hidden=40, readout="rls", seed=3)
     sim = Simulation(model, task, 6, checkpoint_every=every, checkpoint_path=ckpt,
                      recorder=Recorder(path, buffer_steps=8).add("x_mu").add("loss"))
 
@@ -294,7 +294,7 @@ def test_checkpoint_resume_is_bitwise_identical(tmp_path, readout, every, positi
     sim.run()
     ref_model, _ = _sim_parts()
     if readout == "rls":
-        ref_model = ESN(6, units=40, readout="rls", seed=3)
+        ref_model = ESN(6, hidden=40, readout="rls", seed=3)
     ref = str(tmp_path / "ref.h5")
     Simulation(ref_model, task, 6, recorder=Recorder(ref).add("x_mu").add("loss")).run()
     for k in ref_model.params:
@@ -308,25 +308,38 @@ def test_trained_through_the_harness_on_cyclic_beats_the_unigram(tmp_path):
     from ptncn.harness import load_config, train
 
     cfg = load_config(os.path.join(ROOT, "models", "cyclic.toml"),
-                      ["model={learner='esn', units=150, leak=0.5, sr=0.9}",
+                      ["model={learner='esn', hidden=150, leak=0.5, sr=0.9}",
                        "train.batches=25", "train.eval_every=0", "train.final_eval_batches=4",
                        "train.checkpoint_every=0", "record.traces=['loss', 'r', 'norm_Wout']"])
     m = train(cfg, out_dir=str(tmp_path), quiet=True, plots=False, log=lambda s: None)
     uni = m["baselines"]["unigram"]["bpc"]
     assert m["final"]["bpc"] < 0.5 * uni, (m["final"]["bpc"], uni)
     model = load_learner(tmp_path / "final.npz")
-    assert type(model) is ESN and model.config.units == 150
+    assert type(model) is ESN and model.config.hidden == 150
     with open_recording(tmp_path / "run.h5") as r:
         assert r["r"][:].shape[-1] == 150
 
 
 def test_missing_reservoirpy_gives_one_clear_error(monkeypatch, tmp_path):
-    saved = ESN(3, units=10)
+    saved = ESN(3, hidden=10)
     saved.save(tmp_path / "m.npz")
     for name in [k for k in sys.modules if k == "reservoirpy" or k.startswith("reservoirpy.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "reservoirpy", None)      # import reservoirpy -> ImportError
     with pytest.raises(ImportError, match=r"needs reservoirpy.*pip install 'ptncn\[esn\]'"):
-        ESN(3, units=10)
+        ESN(3, hidden=10)
     # a saved ESN loads without reservoirpy (the matrices are in the file)
     assert ESN.load(tmp_path / "m.npz").params["W"].shape == (10, 10)
+
+
+def test_units_is_the_old_name_of_hidden(tmp_path):
+    with pytest.warns(FutureWarning, match="'units' is now called 'hidden'"):
+        esn = ESN(3, units=12, seed=0)
+    assert esn.config.hidden == 12 and esn.params["W"].shape == (12, 12)
+    with pytest.raises(ValueError, match="give only 'hidden'"):
+        ESN(3, units=12, hidden=12)
+    from ptncn.harness import validate
+    cfg = {"name": "e", "task": {"name": "cyclic"},
+           "model": {"learner": "esn", "units": 7}}
+    with pytest.warns(FutureWarning):
+        assert validate(cfg)["model"]["hidden"] == 7     # configs written as 'hidden'

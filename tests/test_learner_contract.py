@@ -35,13 +35,13 @@ SMALL = {
     "nobacktrack": dict(hidden=6, kalman=True),
     "tbptt": dict(hidden=6, k=3),
     "bptt": dict(hidden=6),
-    "esn": dict(units=20),
+    "esn": dict(hidden=20),
     "spiking_ptncn": dict(hidden=(4, 3), window_ms=20.0, target="numpy"),
 }
 #: further variants worth covering (name, extra settings)
 VARIANTS = [("ptncn", dict(engine="reference", K=2, temporal_error_rule=True)),
             ("ptncn", dict(act="stochastic_binary", optimizer="adam", lr=0.01)),
-            ("esn", dict(readout="rls", units=20))]
+            ("esn", dict(readout="rls", hidden=20))]
 EXTRAS = {"esn": "reservoirpy", "spiking_ptncn": "brian2"}
 
 

@@ -83,7 +83,7 @@ def test_unknown_variable_lists_recordable_names(tmp_path):
 def test_every_name_and_its_meaning_come_from_the_learner(tmp_path):
     pytest.importorskip("reservoirpy")
     from ptncn.baselines.esn import ESN
-    esn = ESN(8, units=12, readout="rls", seed=0)
+    esn = ESN(8, hidden=12, readout="rls", seed=0)
     task = CyclicSymbols(batch_size=4, length=10, vocab=8, seed=0)
     rec = Recorder(tmp_path / "r.h5").add("norm_dWout").add("norm_r").add("dWout").add("loss")
     norms = []

@@ -214,7 +214,7 @@ def test_learners_without_correction_run_ii_and_iii(tmp_path):
     extra = '''[learner.tbptt]
 set = ["model.hidden=8", "model.k=4", 'optimizer.name="adam"', "optimizer.lr=0.003"]
 [learner.esn]
-set = ["model.units=30"]
+set = ["model.hidden=30"]
 '''
     path = _write_cfg(tmp_path, extra)
     text = open(path).read().replace("test_batches = 2\n",

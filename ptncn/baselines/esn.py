@@ -95,9 +95,10 @@ class ESNConfig(LearnerConfig):
     """Everything that defines an ESN (see the module docstring)."""
 
     label: ClassVar[str] = "ESN"
+    renamed: ClassVar[dict] = {"units": "hidden"}
 
     x_dim: int
-    units: int = 500
+    hidden: int = 500
     sr: float = 0.9
     leak: float = 0.3
     input_scaling: float = 1.0
@@ -113,7 +114,7 @@ class ESNConfig(LearnerConfig):
     seed: int = 1234
 
     def __post_init__(self):
-        check_positive_ints(self, "x_dim", "units")
+        check_positive_ints(self, "x_dim", "hidden")
         if isinstance(self.seed, bool) or int(self.seed) != self.seed:
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         self.seed = int(self.seed)
@@ -138,7 +139,7 @@ class ESNConfig(LearnerConfig):
     @property
     def D(self) -> int:
         """Number of readout regressors: the reservoir units and the intercept."""
-        return self.units + 1
+        return self.hidden + 1
 
     def neutral(self) -> float:
         """The readout's intercept before learning (uniform / 0.5 / 0)."""
@@ -151,7 +152,7 @@ def generate_reservoir(cfg: ESNConfig) -> dict[str, np.ndarray]:
     mat_gen = _reservoirpy_mat_gen()
     from scipy import sparse
 
-    N, X = cfg.units, cfg.x_dim
+    N, X = cfg.hidden, cfg.x_dim
     rng_w, rng_in, rng_b = (np.random.default_rng([cfg.seed, k]) for k in (1, 2, 3))
 
     def dense(a):
@@ -198,9 +199,9 @@ _MEANINGS = {
 class ESN(Learner):
     """Echo state network with a ridge or RLS readout (see the module docstring).
 
-    ``x_dim`` input (= output) units, ``units`` reservoir units; ``sr`` spectral
-    radius of W, ``leak`` leak rate, ``input_scaling``/``bias_scaling`` the
-    magnitudes of Win's and the bias's +-1 entries, ``rc_connectivity`` /
+    ``x_dim`` input (= output) units, ``hidden`` reservoir units (the old name
+    ``units`` still works); ``sr`` spectral radius of W, ``leak`` leak rate,
+    ``input_scaling``/``bias_scaling`` the magnitudes of Win's and the bias's +-1 entries, ``rc_connectivity`` /
     ``input_connectivity`` the densities of W / Win; ``readout`` "ridge" (penalty
     ``ridge``) or "rls" (``forgetting``, ``rls_delta``); ``out`` the output
     mapping ("softmax", "sigmoid", "identity") with floor ``eps``.  The
@@ -214,15 +215,17 @@ class ESN(Learner):
     update_meaning = ("change applied to the readout (RLS: at this step; ridge: by the "
                       "solve at the end of the sequences)")
 
-    def __init__(self, x_dim: int, units: int = 500, **options):
-        super().__init__(x_dim, units=units, **options)
+    def __init__(self, x_dim: int, hidden: int | None = None, **options):
+        if hidden is not None or "units" not in options:
+            options["hidden"] = ESNConfig.hidden if hidden is None else hidden
+        super().__init__(x_dim, **options)
         self.params.update(generate_reservoir(self.config))
 
     def _build(self) -> dict[str, np.ndarray]:
         """A zero reservoir (the constructor fills it from reservoirpy's generators,
         ``load`` from the file), the neutral readout and empty readout statistics."""
         cfg = self.config
-        N, X, D = cfg.units, cfg.x_dim, cfg.D
+        N, X, D = cfg.hidden, cfg.x_dim, cfg.D
         arrays = {"W": np.zeros((N, N), F32), "Win": np.zeros((N, X), F32),
                   "bias": np.zeros(N, F32), "Wout": np.zeros((D, X), F32)}
         arrays["Wout"][N] = cfg.neutral()
@@ -238,11 +241,11 @@ class ESN(Learner):
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """W, Win, bias, Wout, and the readout's float64 (D, D) statistics counted as two
         more (D, D) float32 arrays."""
-        N, X, D = self.config.units, self.config.x_dim, self.config.D
+        N, X, D = self.config.hidden, self.config.x_dim, self.config.D
         return {"W": (N, N), "Win": (N, X), "bias": (N,), "Wout": (D, X), "stats": (2 * D, D)}
 
     def quantity_table(self) -> dict[str, Quantity]:
-        X, N = rows(self.config.x_dim), rows(self.config.units)
+        X, N = rows(self.config.x_dim), rows(self.config.hidden)
         return {
             "x": Quantity(X, "input x_t (the target of the prediction x_mu)", "input units"),
             "x_mu": Quantity(X, "prediction of x_t from the reservoir state after x_{t-1}, "
@@ -262,7 +265,7 @@ class ESN(Learner):
         return ("Wout",)
 
     def init_state(self, batch: int) -> ESNState:
-        return ESNState(np.zeros((batch, self.config.units), F32))
+        return ESNState(np.zeros((batch, self.config.hidden), F32))
 
     # -- the step ------------------------------------------------------------------------
     def _step(self, params, state: ESNState, x, m, learn):
@@ -282,7 +285,7 @@ class ESN(Learner):
 
     def readout_linear(self, params, r: np.ndarray) -> np.ndarray:
         """The linear readout ``[r, 1] @ Wout`` of states ``r`` (batch, units)."""
-        Wout, N = params["Wout"], self.config.units
+        Wout, N = params["Wout"], self.config.hidden
         return r @ Wout[:N] + Wout[N]
 
     def output(self, lin: np.ndarray) -> np.ndarray:
@@ -361,7 +364,7 @@ class ESN(Learner):
         so no second BLAS thread pool; a singular system falls back to least squares)."""
         cfg, ex = self.config, self.extra
         A = ex["A"].copy()
-        idx = np.arange(cfg.units)
+        idx = np.arange(cfg.hidden)
         A[idx, idx] += cfg.ridge                          # the intercept is not penalised
         try:
             W = np.linalg.solve(A, ex["B"])

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -53,6 +54,8 @@ BUILD_VERSION = 3
 class StandaloneError(RuntimeError):
     """The standalone binary could not be built, or stopped answering."""
 
+
+_LOG = logging.getLogger(__name__)
 
 def cache_root() -> str:
     root = os.environ.get("PTNCN_BRIAN_CACHE")
@@ -93,8 +96,9 @@ def ensure_built(spec: dict, log=None) -> str:
     try:
         with open(os.path.join(tmp, "spec.json"), "w") as f:
             json.dump(spec, f)
-        if log:
-            log(f"SpikingPTNCN: compiling the cpp_standalone server for {spec} (once)")
+        (log or _LOG.info)(f"spiking_ptncn: compiling the Brian2 cpp_standalone network "
+                           f"(batch {spec.get('batch')}, sizes {spec.get('sizes')}); once per "
+                           f"network shape, typically 20-60 s; cached in {root}")
         try:
             out = subprocess.run([sys.executable, "-m", "ptncn.spiking.standalone",
                                   os.path.join(tmp, "spec.json"), tmp],

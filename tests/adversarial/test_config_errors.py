@@ -90,13 +90,13 @@ def test_every_value_is_checked_against_its_type_and_range(section, key, value, 
     ("tbptt", "k", 0, r"^\[model\] k: "),
     ("rtrl", "leak", 2.0, r"^\[model\] leak: "),
     ("esn", "sr", -1.0, r"^\[model\] sr: "),
-    ("esn", "units", 0, r"^\[model\] units: "),
+    ("esn", "hidden", 0, r"^\[model\] hidden: "),
 ])
 def test_model_values_are_checked_by_the_learners_config_before_building(learner, key, value,
                                                                           match):
     model = {"learner": learner, key: value}
     if learner != "ptncn" and key != "hidden":
-        model.setdefault("hidden" if learner != "esn" else "units", 5)
+        model.setdefault("hidden", 5)
     with pytest.raises(ConfigError, match=match):
         validate({**BASE, "model": model})
 
@@ -230,7 +230,7 @@ def test_output_into_a_closed_pipe_is_no_traceback(tmp_path):
 # memory: estimated and refused before allocating
 # ---------------------------------------------------------------------------
 HUGE_OPTIONS = {"ptncn": {"hidden": [HUGE, 4]}, "spiking_ptncn": {"hidden": [HUGE]},
-                "esn": {"units": HUGE}}
+                "esn": {"hidden": HUGE}}
 
 
 @pytest.mark.parametrize("name", ["ptncn", "rtrl", "uoro", "nobacktrack", "tbptt", "bptt",
