@@ -517,7 +517,8 @@ class Learner(abc.ABC):
     current sequences, None before the first ``reset``), ``quantities`` (the last
     step's named arrays), ``updates`` (the last step's :class:`Updates`), ``extra``
     (persistent learning arrays other than parameters and optimizer slots),
-    ``steps_taken``, ``rng`` (numpy Generator), ``extra_meta`` (caller's JSON stored
+    ``steps_taken`` (training steps: ``learn=False`` steps are not counted), ``rng``
+    (numpy Generator), ``extra_meta`` (caller's JSON stored
     with a save, e.g. a checkpoint's position in the data).
     """
 
@@ -687,7 +688,7 @@ class Learner(abc.ABC):
             self.rng.bit_generator.state = rng_state
             raise
         self.state, self.quantities = state, q
-        self.steps_taken += 1
+        self.steps_taken += bool(learn)
         return q[self.prediction]
 
     def commit(self, updates: Updates) -> None:
