@@ -208,7 +208,8 @@ class Simulation:
         x0 = task.batch(b0 if b0 < self.n_batches else 0).x
         if rec is not None and rec.file is None:
             rec.start(learner, batch=x0.shape[1], metrics=["loss"],
-                      attrs={**self.attrs, "data_identity": task.identity()},
+                      attrs={**self.attrs, "data_identity": task.identity(),
+                             "task_kind": getattr(task, "kind", "")},
                       resume_from=self._resume_from, resume_step=self.step)
         bar = self._progress_bar(x0.shape[0] * self.n_batches, self.step)
         result, interrupted = RunResult(0, 0, 0.0), False

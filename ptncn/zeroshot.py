@@ -501,13 +501,13 @@ def plot_zeroshot(results: dict, path: str) -> str:
     import matplotlib.pyplot as plt
 
     names = list(results["learners"])
-    fig, axes = plt.subplots(len(names), 3, figsize=(15, 4.2 * len(names)), squeeze=False)
+    fig, axes = plt.subplots(len(names), 3, figsize=(15, 5.0 * len(names)), squeeze=False,
+                             layout="constrained")
     for row, name in enumerate(names):
         r = results["learners"][name]
         _plot_frame_losses(axes[row, 0], name, r["summary"], _loss_unit(r))
         _plot_adaptation(axes[row, 1], name, r["summary"], _loss_unit(r))
         _plot_error_units(axes[row, 2], name, r["summary"])
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -526,7 +526,7 @@ def _plot_frame_losses(ax, name: str, s: dict, unit: str) -> None:
             ax.fill_between(t, m - h, m + h, color=color, alpha=0.2)
     ax.set(xlabel="frame index t within the sequence", ylabel=f"loss on B ({unit})",
            title=f"{name}: loss on new family B, frame by frame")
-    ax.legend(fontsize=8)
+    _legend_below(ax)
 
 
 def _plot_adaptation(ax, name: str, s: dict, unit: str) -> None:
@@ -548,7 +548,7 @@ def _plot_adaptation(ax, name: str, s: dict, unit: str) -> None:
     ax.set_xscale("log")
     ax.set(xlabel="adaptation sequences seen + 1 (log)", ylabel=f"loss on B ({unit})",
            title=f"{name}: online adaptation to B")
-    ax.legend(fontsize=8)
+    _legend_below(ax)
 
 
 def _plot_error_units(ax, name: str, s: dict) -> None:
@@ -566,4 +566,10 @@ def _plot_error_units(ax, name: str, s: dict) -> None:
     ax.set_yscale("log")
     ax.set(xlabel="frame index t", ylabel="mean squared norm per row",
            title=f"{name}: error units of θ_A (frozen)")
-    ax.legend(fontsize=7, ncol=2)
+    _legend_below(ax)
+
+
+def _legend_below(ax) -> None:
+    """The axes' legend under its x label, clear of the curves."""
+    ax.legend(fontsize=8, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.14),
+              frameon=False)

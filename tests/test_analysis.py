@@ -16,6 +16,8 @@ from ptncn.record import Recorder, RecordingError, open_recording
 from ptncn.simulate import Simulation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "analysis"))
+import report  # noqa: E402  (analysis/report.py)
 W_PX, H_PX = round(analysis.FIGSIZE[0] * analysis.DPI), round(analysis.FIGSIZE[1] * analysis.DPI)
 
 
@@ -66,7 +68,8 @@ def write_spike_file(path, values, name="spikes"):
 
 def assert_real_image(path):
     img = imread(path)
-    assert img.shape[:2] == (H_PX, W_PX) and img.shape[2] in (3, 4), (path, img.shape)
+    assert img.shape[1] == W_PX and img.shape[0] >= H_PX and img.shape[2] in (3, 4), \
+        (path, img.shape)
     flat = img.reshape(-1, img.shape[2])
     assert len(np.unique(flat, axis=0)) > 20, f"{path} is (nearly) blank"
     return img
@@ -114,7 +117,10 @@ def test_every_figure_has_title_labels_and_legend(run_file, frames_file, tmp_pat
         titles, xl, yl = texts_of(fig)
         assert any(titles), what
         plot_axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
-        if what != "frames":      # frames: labels sit on the first column only
+        if what == "error_magnitudes":    # panels share x: step on the bottom row only
+            assert all(ax.get_ylabel() for ax in plot_axes)
+            assert sum(ax.get_xlabel() == "step" for ax in plot_axes) == 2
+        elif what != "frames":      # frames: labels sit on the first column only
             for ax in plot_axes:
                 assert ax.get_xlabel() and ax.get_ylabel(), (what, ax)
         else:
@@ -122,14 +128,16 @@ def test_every_figure_has_title_labels_and_legend(run_file, frames_file, tmp_pat
         lines = [l for ax in plot_axes for l in ax.get_lines() if not l.get_label().startswith("_")]
         if len(lines) > 1:
             assert fig.legends or any(ax.get_legend() for ax in plot_axes), what
-    # one error line per error trace, named with what it is
-    labels = [l.get_label() for l in figs["error_magnitudes"].axes[0].get_lines()]
+    # one panel per error trace, each with its own line, named with what it is
+    panels = [ax for ax in figs["error_magnitudes"].axes if ax.get_lines()]
+    labels = [l.get_label() for ax in panels for l in ax.get_lines() if l.get_gid() == "median"]
     assert [lab.split()[0] for lab in labels] == ["e0", "e1", "eps1", "eps2"]
+    assert [ax.get_title().split()[0] for ax in panels] == ["e0", "e1", "eps1", "eps2"]
     assert "input prediction error" in labels[0]
-    # units are stated
+    # units are stated: CyclicSymbols is one-hot, so bits per token, nats on the right
     ax = figs["learning_curve"].axes[0]
-    assert "nats/token" in ax.get_ylabel()
-    assert any("bits/token" in a.get_ylabel() for a in ax.child_axes)   # secondary axis
+    assert "bits/token" in ax.get_ylabel()
+    assert any("nats/token" in a.get_ylabel() for a in ax.child_axes)   # secondary axis
 
 
 def test_learning_curve_smoothed_length_and_values(run_file):
@@ -144,20 +152,45 @@ def test_learning_curve_smoothed_length_and_values(run_file):
     assert len(sm.get_xdata()) == len(raw.get_xdata()) == ok.sum()
     np.testing.assert_array_equal(sm.get_xdata(), steps[ok])
     w = analysis.smoothing_window(ok.sum())
-    expected = analysis.smooth(loss[ok], w)
+    bits = loss[ok] / np.log(2)                            # one-hot task: plotted in bits
+    np.testing.assert_allclose(raw.get_ydata(), bits)
+    expected = analysis.smooth(bits, w)
     np.testing.assert_allclose(sm.get_ydata(), expected)
-    np.testing.assert_allclose(expected[w - 1], loss[ok][:w].mean())
-    np.testing.assert_allclose(expected[-1], loss[ok][-w:].mean())
+    h = (w - 1) // 2
+    np.testing.assert_allclose(expected[h], bits[:w].mean())           # centred window
+    np.testing.assert_allclose(expected[-1], bits[-(h + 1):].mean())
     # an explicit window
     fig5 = analysis.learning_curve(run_file, window=5)
     sm5 = [l for l in fig5.axes[0].get_lines() if l.get_gid() == "smoothed"][0]
-    np.testing.assert_allclose(sm5.get_ydata()[-1], loss[ok][-5:].mean())
+    np.testing.assert_allclose(sm5.get_ydata()[-1], bits[-3:].mean())
+    np.testing.assert_allclose(sm5.get_ydata()[10], bits[8:13].mean())
 
 
 def test_smooth_helper():
-    np.testing.assert_allclose(analysis.smooth([1, 2, 3, 4], 2), [1, 1.5, 2.5, 3.5])
+    np.testing.assert_allclose(analysis.smooth([1, 2, 3, 4], 2), [1.5, 2.5, 3.5, 4])
+    np.testing.assert_allclose(analysis.smooth([1, 2, 3, 4, 5], 3), [1.5, 2, 3, 4, 4.5])
     np.testing.assert_allclose(analysis.smooth([1, 2, 3], 1), [1, 2, 3])
     assert analysis.smooth([], 3).size == 0
+
+
+def test_smooth_has_no_lag_and_no_kink():
+    """A centred mean follows a ramp exactly away from the ends (a trailing mean lags
+    by half a window and bends where the window fills)."""
+    ramp = np.arange(200.0)
+    sm = analysis.smooth(ramp, 21)
+    np.testing.assert_allclose(sm[10:-10], ramp[10:-10])
+    np.testing.assert_allclose(analysis.smooth(np.full(50, 3.0), 7), 3.0)
+    slope = np.diff(sm)
+    assert np.all(slope > 0) and np.all(slope <= 1 + 1e-12)   # monotone, never steeper
+
+
+def test_binned_median_passes_over_sparse_spikes():
+    steps = np.arange(400)
+    v = np.full(400, 1e-3)
+    v[::20] = 1.0                                            # a spike at each sequence start
+    ms, mv = analysis.binned_median(steps, v, n_bins=40)
+    assert ms.size == 40 and np.all(np.diff(ms) > 0)
+    np.testing.assert_allclose(mv, 1e-3)
 
 
 def test_missing_traces_skipped_by_plot_run_but_keyerror_from_functions(tmp_path):
@@ -228,7 +261,8 @@ def test_spike_raster_and_plot_run_on_spiking_file(tmp_path):
 
 def test_spike_raster_works_on_any_trace(run_file):
     fig = analysis.spike_raster(run_file, name="z1", row=1)
-    assert len(fig.axes[0].collections[0].get_offsets()) > 0
+    dots = [c for ax in fig.axes for c in ax.collections if c.get_gid() == "dots"]
+    assert len(dots) == 1 and len(dots[0].get_offsets()) > 0
 
 
 def test_accepts_open_recording_and_keeps_it_open(run_file):
@@ -265,7 +299,7 @@ def test_report_script(run_file, tmp_path):
     assert "data:image/png;base64," in page and "run.h5" in page
     assert "hidden" in page                                 # the config
     img = imread(out / "report.png")
-    assert img.shape[0] > 2 * H_PX and img.shape[1] == 2 * W_PX
+    assert img.shape[0] > 2 * H_PX and img.shape[1] == 2 * W_PX + report.GUTTER_PX
     assert len(np.unique(img.reshape(-1, img.shape[2]), axis=0)) > 20
 
 
