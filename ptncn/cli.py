@@ -227,6 +227,56 @@ def _zeroshot_args(p) -> None:
                 help="zeroshot.seeds=[1,2], or section.key=value for both task configs")
 
 
+def _sweep(args) -> int:
+    from .sweep import run_sweep
+    from .sweep.results import sweep_report
+
+    res = run_sweep(args.spec, args.out, workers=args.workers, scheduler=args.scheduler,
+                    resume=args.resume, retries=args.retries, overrides=args.set,
+                    data_dir=args.data_dir, progress=False if args.quiet else None)
+    text, figures = sweep_report(args.out)
+    print(text)
+    for f in figures:
+        print(f"figure: {f}")
+    for row in res.failed:
+        print(f"failed: run {row['run_id']} ({args.out}/runs/{row['run_id']}): {row['error']}",
+              file=sys.stderr)
+    if res.failed:
+        print(f"ptncn: {len(res.failed)} of {len(res.rows)} runs failed", file=sys.stderr)
+    return 1 if res.failed else 0
+
+
+def _sweep_args(p) -> None:
+    p.add_argument("spec", help="a sweep spec (TOML: base config, [sweep] grid/random/seeds)")
+    p.add_argument("--out", required=True, help="the sweep's folder")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_int_at_least(0), default=1,
+                       help="local worker processes (default 1; 0 = in this process)")
+    where.add_argument("--scheduler", default=None,
+                       help="address of a running Dask scheduler (tcp://host:port)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the sweep in --out (a re-run of the same command does too)")
+    p.add_argument("--retries", type=_int_at_least(0), default=2,
+                   help="times a run whose worker died is tried again (default 2)")
+    p.add_argument("--data-dir", default=None)
+    _set_option(p, metavar="SECTION.KEY=VALUE", help="override a base-config value")
+    p.add_argument("--quiet", action="store_true", help="no progress")
+
+
+def _sweep_report(args) -> int:
+    from .sweep.results import sweep_report
+
+    text, figures = sweep_report(args.dir)
+    print(text)
+    for f in figures:
+        print(f"figure: {f}")
+    return 0
+
+
+def _sweep_report_args(p) -> None:
+    p.add_argument("dir", help="a sweep folder (ptncn sweep --out)")
+
+
 def _plot(args) -> int:
     from .analysis import plot_run
 
@@ -303,6 +353,9 @@ COMMANDS = {
     "eval": ("evaluate a saved model on a config's task", _eval_args, _eval),
     "zero-shot": ("train on family A, run on family B (docs/zero-shot.md)", _zeroshot_args,
                   _zeroshot),
+    "sweep": ("run a sweep over config values and seeds (docs/studies.md)", _sweep_args,
+              _sweep),
+    "sweep-report": ("the table and figures of a sweep", _sweep_report_args, _sweep_report),
     "plot": ("write PNG figures of a recorded run", _plot_args, _plot),
     "export": ("export a recorded run to another format", _export_args, _export),
     "summary": ("list the traces of a recorded run", _file_arg, _summary),

@@ -79,6 +79,7 @@ class Progress:
         self.deadline: float | None = None
         self.after_deadline_s: Callable[[], float] = lambda: 0.0
         self.t0 = self._last = time.perf_counter()
+        self._logged = self.n
         self._bar = None
         if self.mode == "bar":
             from tqdm import tqdm
@@ -122,14 +123,14 @@ class Progress:
         elif self.mode == "log":
             now = time.perf_counter()
             if now - self._last >= self.every_s:
-                self._last = now
+                self._last, self._logged = now, self.n
                 LOG.info(self.line())
 
     def close(self) -> None:
         """Close the bar (or write a last line when anything was logged)."""
         if self._bar is not None:
             self._bar.close()
-        elif self.mode == "log" and self._last > self.t0:
+        elif self.mode == "log" and self._last > self.t0 and self._logged != self.n:
             LOG.info(self.line())
 
 

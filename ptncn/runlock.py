@@ -35,7 +35,16 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:          # exists, owned by someone else
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """True for a process that has exited but not been reaped (Linux; else False)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _read(path: str) -> dict | None:

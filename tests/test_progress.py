@@ -36,7 +36,7 @@ def test_log_lines_every_interval_with_rate_and_note(caplog):
     p.update(1)
     p.close()
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 3                          # two updates and the closing line
+    assert len(lines) == 2                          # one per update (close adds none)
     assert lines[0].startswith("train: step 1/10 (10%)")
     assert "steps/s" in lines[0] and "left ~" in lines[0] and "loss 0.70" in lines[0]
     assert lines[-1].startswith("train: step 2/10") and lines[-1].endswith("bpc 2.5")

@@ -300,3 +300,20 @@ def test_zeroshot_families_of_different_inputs_are_refused_before_anything(tmp_p
     line = _one_error_line(capsys.readouterr().err)
     assert "x_dim 6" in line and "x_dim 9" in line
     assert not out.exists()
+
+
+def test_a_lock_held_by_an_unreaped_dead_process_is_stale(tmp_path):
+    from ptncn.runlock import lock_owner
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.time() + 30
+    while time.time() < deadline:                    # exited, not yet reaped: a zombie
+        with open(f"/proc/{child.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.01)
+    _fake_owner(tmp_path, pid=child.pid)
+    assert lock_owner(tmp_path) is None
+    child.wait()
+    _fake_owner(tmp_path)                            # a live owner still holds it
+    assert lock_owner(tmp_path)["pid"] == os.getpid()
