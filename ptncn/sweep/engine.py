@@ -243,11 +243,13 @@ def run_dir(out: str, plan: RunPlan) -> str:
 # ---------------------------------------------------------------------------
 def run_sweep(spec, out: str, *, workers: int = 0, scheduler: str | None = None,
               resume: bool = False, retries: int = 2, overrides=(), data_dir=None,
-              progress=None) -> SweepResult:
+              progress=None, client=None) -> SweepResult:
     """Run every run of ``spec`` (a :class:`~ptncn.sweep.spec.Spec` or the path of a
     spec file, with ``overrides`` for its base config) into ``out``; done runs are
     kept, partial ones resumed.  Returns the rows (ordered by configuration, then
-    seed); ``results.csv`` and ``results.nc`` are written into ``out``."""
+    seed); ``results.csv`` and ``results.nc`` are written into ``out``.  ``client``:
+    a ``distributed.Client`` to use (and leave open) instead of ``workers`` /
+    ``scheduler``."""
     from ..progress import progress_or_none
     from .spec import load_spec
 
@@ -265,7 +267,9 @@ def run_sweep(spec, out: str, *, workers: int = 0, scheduler: str | None = None,
         else:
             todo.append(p)
             _forget_attempts(run_dir(out, p))          # retries count per invocation
-    client = connect(workers, scheduler, max_attempts) if todo else None
+    own = client is None
+    if own:
+        client = connect(workers, scheduler, max_attempts) if todo else None
     bar = None
     try:
         write_meta(out, meta)
@@ -282,7 +286,7 @@ def run_sweep(spec, out: str, *, workers: int = 0, scheduler: str | None = None,
     finally:
         if bar is not None:
             bar.close()
-        if client is not None:
+        if own and client is not None:
             _close(client, scheduler)
     return SweepResult(out, _write_rows(out, plans, rows, meta, final=True))
 
