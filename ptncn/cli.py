@@ -216,13 +216,20 @@ def _zeroshot(args) -> int:
     cfg = load_zeroshot_config(args.config, args.set)
     out = args.out or os.path.join("runs", cfg["name"])
     return _writing(args, lambda: run_zeroshot(cfg, out, data_dir=args.data_dir,
-                                                quiet=args.quiet))
+                                                quiet=args.quiet, workers=args.workers,
+                                                scheduler=args.scheduler))
 
 
 def _zeroshot_args(p) -> None:
     p.add_argument("config", help="a zero-shot config (models/zeroshot_*.toml)")
     p.add_argument("--out", default=None, help="output folder (default runs/<name>)")
     p.add_argument("--data-dir", default=None)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_int_at_least(0), default=0,
+                       help="local worker processes, one seed each at a time "
+                            "(default 0 = in this process)")
+    where.add_argument("--scheduler", default=None,
+                       help="address of a running Dask scheduler (tcp://host:port)")
     _set_option(p, metavar="KEY=VALUE",
                 help="zeroshot.seeds=[1,2], or section.key=value for both task configs")
 

@@ -304,8 +304,14 @@ def _train_families(cfg_a: dict, cfg_b: dict, out_dir: str, data_dir, log) -> tu
     m_a = train(cfg_a, dirs["A"], data_dir, quiet=True, plots=False, log=quiet_log)
     m_b = train(cfg_b, dirs["B"], data_dir, quiet=True, plots=False, log=quiet_log)
     theta_a, theta_b = (os.path.join(dirs[k], "final.npz") for k in ("A", "B"))
-    log(f"    trained A ({m_a['train']['seconds']:.0f} s) and B ({m_b['train']['seconds']:.0f} s)")
-    return theta_a, theta_b, {"A": m_a["train"]["seconds"], "B": m_b["train"]["seconds"]}
+    seconds = {"A": m_a["train"]["seconds"], "B": m_b["train"]["seconds"]}
+    log(_trained_line(seconds))
+    return theta_a, theta_b, seconds
+
+
+def _trained_line(seconds: dict) -> str:
+    """The progress line of a seed's two training runs."""
+    return f"    trained A ({seconds['A']:.0f} s) and B ({seconds['B']:.0f} s)"
 
 
 def _adaptation(adapted, cfg_a: dict, cfg_b: dict, x_dim: int, test_b, protocol: dict,
@@ -375,40 +381,108 @@ def summarise(per_seed: list[dict]) -> dict:
 
 
 def run_zeroshot(cfg: dict, out_dir: str, data_dir=None, log=print,
-                 quiet: bool = False) -> dict:
+                 quiet: bool = False, workers: int = 0, scheduler: str | None = None) -> dict:
     """Run the whole protocol (every learner, every seed); write results, table, figure.
 
     ``log`` receives the progress lines (each seed, its training time; none with
-    ``quiet``), the results table and the names of the files written.  Families that cannot share a model are refused before anything is written; the
-    protocol then owns ``out_dir`` (:class:`ptncn.runlock.RunLock`) until it ends."""
+    ``quiet``), the results table and the names of the files written.  Families that
+    cannot share a model are refused before anything is written; the protocol then owns
+    ``out_dir`` (:class:`ptncn.runlock.RunLock`) until it ends.
+
+    ``workers=0`` runs the seeds in this process, one after another.  ``workers=N``
+    (a LocalCluster of N one-thread processes) or ``scheduler`` (a running Dask
+    scheduler's address; its workers must see ``out_dir`` and the data) runs each
+    (learner, seed) as one task (:func:`seed_task`); the results are combined in
+    seed order, so ``results.json`` is the in-process one but for its timings."""
     from .runlock import RunLock
 
     for pair in cfg["configs"].values():
         _family_tasks(pair["a"], pair["b"], data_dir)
+    progress = (lambda msg: None) if quiet else log
     with RunLock(out_dir, "zero-shot"):
-        return _run_protocol(cfg, out_dir, data_dir, log,
-                             (lambda msg: None) if quiet else log)
+        if not workers and not scheduler:
+            return _run_protocol(cfg, out_dir, data_dir, log, progress,
+                                 _serial_seeds(cfg, out_dir, data_dir, progress))
+        from .sweep.engine import _close, connect
+        client = connect(workers, scheduler)
+        seeds = _dask_seeds(client, cfg, out_dir, data_dir, progress)
+        try:
+            return _run_protocol(cfg, out_dir, data_dir, log, progress, seeds)
+        finally:
+            seeds.close()                       # cancels what is still running
+            _close(client, scheduler)
 
 
-def _run_protocol(cfg: dict, out_dir: str, data_dir, log, progress) -> dict:
+def _seed_jobs(cfg: dict, out_dir: str, data_dir) -> list:
+    """``(learner, label, run_seed arguments)`` of every seed of every learner, in
+    the order of the results; each seed writes only into ``out_dir/<learner>/seed<k>``."""
+    seeds = cfg["protocol"]["seeds"]
+    jobs = []
+    for name, pair in cfg["configs"].items():
+        proto = {**cfg["protocol"], "adapt_lr": pair["adapt_lr"]}
+        for k, seed in enumerate(seeds):
+            seed_dir = os.path.join(out_dir, name, f"seed{seed}")
+            jobs.append((name, f"[{name}] seed {seed} ({k + 1}/{len(seeds)})",
+                         (pair["a"], pair["b"], seed, proto, seed_dir, data_dir, k == 0)))
+    return jobs
+
+
+def _serial_seeds(cfg: dict, out_dir: str, data_dir, progress):
+    """``(learner, run_seed result)`` of every seed, run here one after another."""
+    for name, label, (a, b, seed, proto, seed_dir, dd, traces) in _seed_jobs(cfg, out_dir,
+                                                                            data_dir):
+        progress(label)
+        yield name, run_seed(a, b, seed, proto, seed_dir, dd, log=progress, traces=traces)
+
+
+def seed_task(cfg_a: dict, cfg_b: dict, seed: int, protocol: dict, seed_dir: str,
+              data_dir=None, traces: bool = False) -> dict:
+    """:func:`run_seed` on a worker: one BLAS thread, no progress lines; plain data
+    in (configs, paths), plain data out."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return run_seed(cfg_a, cfg_b, seed, protocol, seed_dir, data_dir,
+                        log=lambda msg: None, traces=traces)
+
+
+def _dask_seeds(client, cfg: dict, out_dir: str, data_dir, progress):
+    """``(learner, run_seed result)`` of every seed, all submitted to ``client`` at once
+    and gathered in order; a seed's exception is raised as the in-process run raises it."""
+    jobs = _seed_jobs(cfg, out_dir, data_dir)
+    futures = [client.submit(seed_task, *args, pure=False,
+                             key=f"ptncn-zeroshot-{name}-seed{args[2]}-{time.time_ns()}")
+               for name, _, args in jobs]
+    try:
+        for (name, label, _), fut in zip(jobs, futures):
+            progress(label)
+            res = fut.result()
+            progress(_trained_line(res["train_seconds"]))
+            yield name, res
+    finally:
+        client.cancel(futures)
+
+
+def _run_protocol(cfg: dict, out_dir: str, data_dir, log, progress, seed_results) -> dict:
+    """Collect ``seed_results`` (``(learner, run_seed result)`` in seed order), writing
+    the partial results after each; then the summaries, table and figure."""
     proto = cfg["protocol"]
     results = {"name": cfg["name"], "description": cfg["description"], "protocol": proto,
                "learners": {}}
     t0 = time.perf_counter()
-    for name, pair in cfg["configs"].items():
-        per_seed = []
-        for k, seed in enumerate(proto["seeds"]):
-            progress(f"[{name}] seed {seed} ({k + 1}/{len(proto['seeds'])})")
-            per_seed.append(run_seed(pair["a"], pair["b"], seed,
-                                     {**proto, "adapt_lr": pair["adapt_lr"]},
-                                     os.path.join(out_dir, name, f"seed{seed}"), data_dir,
-                                     log=progress, traces=(k == 0)))
-            _write_json(os.path.join(out_dir, "results.json"),
-                        {**results, "partial": {name: per_seed}})
-        results["learners"][name] = {"summary": summarise(per_seed), "per_seed": per_seed,
-                                     "adapt_lr": pair["adapt_lr"],
-                                     "task_a": pair["a"]["task"], "task_b": pair["b"]["task"],
-                                     "kind": make_task(pair["a"], "train", data_dir).kind}
+    per_seed = {name: [] for name in cfg["configs"]}
+    for name, res in seed_results:
+        per_seed[name].append(res)
+        _write_json(os.path.join(out_dir, "results.json"),
+                    {**results, "partial": {name: per_seed[name]}})
+        if len(per_seed[name]) == len(proto["seeds"]):
+            pair = cfg["configs"][name]
+            results["learners"][name] = {"summary": summarise(per_seed[name]),
+                                         "per_seed": per_seed[name],
+                                         "adapt_lr": pair["adapt_lr"],
+                                         "task_a": pair["a"]["task"],
+                                         "task_b": pair["b"]["task"],
+                                         "kind": make_task(pair["a"], "train", data_dir).kind}
     results["seconds"] = time.perf_counter() - t0
     _write_json(os.path.join(out_dir, "results.json"), results)
     table = markdown_table(results)

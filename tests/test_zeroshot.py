@@ -231,3 +231,52 @@ set = ["model.hidden=30"]
         assert np.isfinite(s["conditions"]["ii_frozen_uncorrected"]["mean_after_first"]["mean"])
         assert len(s["adaptation"]) == 3
     assert "tbptt" in open(tmp_path / "o" / "zeroshot.md").read()
+
+
+#: the fields of results.json that are timings (the rest is the same on workers)
+_TIMINGS = ("seconds", "train_seconds")
+
+
+def _without_timings(res, out):
+    """``res`` without its timing fields, the traces path relative to ``out``."""
+    res = {k: v for k, v in res.items() if k not in _TIMINGS}
+    for r in res["learners"].values():
+        r["per_seed"] = [{**{k: v for k, v in p.items() if k not in _TIMINGS},
+                          **({"traces": os.path.relpath(p["traces"], out)}
+                             if "traces" in p else {})} for p in r["per_seed"]]
+    return res
+
+
+def test_seeds_on_workers_give_the_in_process_results(tmp_path):
+    pytest.importorskip("distributed", reason="Dask workers need the 'sweep' extra")
+    from ptncn.learner import load_learner
+    cfg = load_zeroshot_config(_write_cfg(tmp_path))
+    outs = {n: str(tmp_path / f"w{n}") for n in (0, 2)}
+    for n, out in outs.items():
+        run_zeroshot(cfg, out, log=lambda m: None, workers=n)
+    res = {}
+    for n, out in outs.items():
+        with open(os.path.join(out, "results.json")) as fh:
+            res[n] = json.load(fh)
+    assert [p["seed"] for p in res[2]["learners"]["ptncn"]["per_seed"]] == [1, 2]
+    assert res[2]["learners"]["ptncn"]["per_seed"][0]["train_seconds"]["A"] > 0
+    assert _without_timings(res[2], outs[2]) == _without_timings(res[0], outs[0])
+    for seed in (1, 2):
+        for fam in ("A", "B"):
+            models = [load_learner(os.path.join(out, "ptncn", f"seed{seed}", fam, "final.npz"))
+                      for out in outs.values()]
+            assert set(models[0].params) == set(models[1].params)
+            for k, v in models[0].params.items():
+                assert np.array_equal(models[1].params[k], v), (seed, fam, k)
+    assert os.path.exists(os.path.join(outs[2], "ptncn", "seed1", "traces_B.h5"))
+    assert "zero-shot gain" in open(os.path.join(outs[2], "zeroshot.md")).read()
+
+
+def test_cli_zero_shot_takes_workers_or_a_scheduler(tmp_path, capsys):
+    from ptncn.cli import main
+    with pytest.raises(SystemExit):
+        main(["zero-shot", _write_cfg(tmp_path), "--workers", "1",
+              "--scheduler", "tcp://127.0.0.1:1"])
+    assert "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["zero-shot", _write_cfg(tmp_path), "--workers", "-1"])
