@@ -8,8 +8,11 @@ diverged has no value); numpy scalars and arrays become plain numbers and lists.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import tempfile
 
 import numpy as np
 
@@ -46,3 +49,27 @@ def dump_json(obj, f, *, default=None, **kw) -> None:
 def dumps_json(obj, *, default=None, **kw) -> str:
     """:func:`json.dumps` of :func:`jsonable` ``(obj)``: NaN and infinities as ``null``."""
     return json.dumps(jsonable(obj, default), allow_nan=False, **kw)
+
+
+@contextlib.contextmanager
+def replacing(path):
+    """Write a file atomically: yields a temporary path in ``path``'s folder (same file
+    system), renamed over ``path`` when the block succeeds, removed when it fails, so a
+    reader sees the old file or the whole new one."""
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
+                               dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json(path, obj, **kw) -> None:
+    """:func:`dump_json` ``obj`` to ``path`` atomically (:func:`replacing`)."""
+    with replacing(path) as tmp, open(tmp, "w") as f:
+        dump_json(obj, f, **kw)

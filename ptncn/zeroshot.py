@@ -51,7 +51,7 @@ import numpy as np
 
 from .harness import (ConfigError, _check_keys, apply_overrides, first_batches, make_learner,
                       make_task, read_toml, train, validate)
-from .jsonio import dump_json
+from .jsonio import write_json
 from .learner import REGISTRY, load_learner
 from .simulate import Simulation, simulate
 
@@ -496,10 +496,7 @@ def _run_protocol(cfg: dict, out_dir: str, data_dir, log, progress, seed_results
 
 
 def _write_json(path, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        dump_json(obj, f, indent=1, default=float)          # NaN (no CI of one seed) -> null
-    os.replace(tmp, path)
+    write_json(path, obj, indent=1, default=float)          # NaN (no CI of one seed) -> null
 
 
 def _fmt(d) -> str:

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..harness import ConfigError
-from ..jsonio import dump_json
+from ..jsonio import write_json
 from .spec import RunPlan, Spec, plan_runs
 
 SCHEDULER_TIMEOUT_S = 10
@@ -54,9 +54,7 @@ def _bump_attempts(run_dir: str) -> int:
     except (OSError, ValueError, KeyError, TypeError):
         n = 0
     os.makedirs(run_dir, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump({"attempts": n + 1}, f)
-    os.replace(path + ".tmp", path)
+    write_json(path, {"attempts": n + 1})
     return n + 1
 
 
@@ -158,10 +156,7 @@ def check_out(out: str, meta: dict, resume: bool) -> None:
 
 def write_meta(out: str, meta: dict) -> None:
     os.makedirs(os.path.join(out, "runs"), exist_ok=True)
-    path = os.path.join(out, "sweep.json")
-    with open(path + ".tmp", "w") as f:
-        dump_json(meta, f, indent=2)
-    os.replace(path + ".tmp", path)
+    write_json(os.path.join(out, "sweep.json"), meta, indent=2)
 
 
 # ---------------------------------------------------------------------------

@@ -26,11 +26,12 @@ import csv
 import json
 import math
 import os
-import tempfile
 import textwrap
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from ..jsonio import replacing
 
 FIXED_COLUMNS = ("run_id", "config_index", "seed_index", "seed")
 RUN_COLUMNS = ("status", "attempts", "seconds", "steps")
@@ -87,16 +88,6 @@ def _random_keys(meta) -> dict:
 # ---------------------------------------------------------------------------
 # results.csv
 # ---------------------------------------------------------------------------
-def _atomic_target(path):
-    """A temporary path next to ``path`` (same file system, so os.replace is atomic)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
-                               dir=folder)
-    os.close(fd)
-    return path, tmp
-
-
 def _cell(v) -> str:
     """A CSV cell: NaN and None empty, floats in full precision, lists joined."""
     v = axis_value(v)
@@ -111,20 +102,13 @@ def write_csv(rows, meta, path) -> str:
     """Write ``rows`` to ``path`` (one line per run, columns :func:`csv_columns`),
     atomically: a temporary file in the same folder, then os.replace.  Columns a row
     lacks are empty; keys outside the columns are left out.  Returns the path."""
-    path, tmp = _atomic_target(path)
     cols = csv_columns(rows, meta)
-    try:
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(cols)
-            for r in rows:
-                w.writerow([_cell(r.get(c)) for c in cols])
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    with replacing(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([_cell(r.get(c)) for c in cols])
+    return os.fspath(path)
 
 
 def _parse(text: str):
@@ -300,15 +284,9 @@ def write_netcdf(ds, path) -> str:
     """Write ``ds`` as netCDF-4 (engine ``h5netcdf``) atomically: a temporary file in
     the same folder, then os.replace.  ``xarray.open_dataset(path)`` reads it back.
     Returns the path."""
-    path, tmp = _atomic_target(path)
-    try:
+    with replacing(path) as tmp:
         ds.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return os.fspath(path)
 
 
 # ---------------------------------------------------------------------------
