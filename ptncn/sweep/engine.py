@@ -272,12 +272,14 @@ def run_sweep(spec, out: str, *, workers: int = 0, scheduler: str | None = None,
                                mode=progress)
         outcomes = (_dask_outcomes(client, todo, out, data_dir, max_attempts) if client
                     else _serial_outcomes(todo, out, data_dir, max_attempts))
-        for plan, outcome in outcomes:
+        slots = sum(client.nthreads().values()) if client is not None else 1
+        for left, (plan, outcome) in zip(range(len(todo) - 1, -1, -1), outcomes):
             rows[plan.run_id] = make_row(plan, outcome)
             _write_rows(out, plans, rows, meta)
             if bar is not None:
                 failed = sum(r["status"] != "done" for r in rows.values())
-                bar.update(1, done=len(rows) - failed, failed=failed)
+                bar.update(1, done=len(rows) - failed, failed=failed,
+                           running=min(slots, left))
     finally:
         if bar is not None:
             bar.close()
