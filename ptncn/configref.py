@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
-import typing
 
 from . import harness
 from .optim import OPTIMIZERS
@@ -349,15 +348,22 @@ class _Shown(str):
     """A default already written as text."""
 
 
+def builtin_learners() -> list[str]:
+    """The learners ptncn itself registers (not ones a user or a test registered)."""
+    def module(ref) -> str:            # "module:Class" or a class
+        return ref.split(":")[0] if isinstance(ref, str) else ref.__module__
+    return [n for n, ref in harness.REGISTRY.items() if module(ref).split(".")[0] == "ptncn"]
+
+
 def model_section() -> str:
-    learner = [("learner", "one of " + ", ".join(map(repr, harness.REGISTRY)), '"ptncn"',
+    learner = [("learner", "one of " + ", ".join(map(repr, builtin_learners())), '"ptncn"',
                 MODEL["*"]["learner"])]
     parts = ["## [model]\n",
              "`learner` picks the learner; the other keys are the fields of its Config.  "
              "`x_dim` comes from the task and `seed` from the top-level `seed`.  Ranges "
              "beyond the type are checked by the Config before the run starts; an error "
              "names the key.\n", table(learner) + "\n"]
-    for name in typing.cast(dict, harness.REGISTRY):
+    for name in builtin_learners():
         parts.append(f"### learner = \"{name}\"\n\n{_learner_doc(name)}\n\n"
                      f"{table(model_rows(name))}\n")
     return "\n".join(parts)
@@ -389,7 +395,7 @@ def missing() -> list[str]:
            for k in keys if k not in m]
     out += [f"task.{n}.{r[0]}" for n in harness.TASKS for r in task_rows(n)
             if r[3] == "(no description)"]
-    out += [f"model.{n}.{r[0]}" for n in harness.REGISTRY for r in model_rows(n)
+    out += [f"model.{n}.{r[0]}" for n in builtin_learners() for r in model_rows(n)
             if r[3] == "(no description)"]
     return out
 

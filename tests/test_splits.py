@@ -128,8 +128,8 @@ def test_best_follows_valid_not_test(mnist, tmp_path, monkeypatch):
     script = {"valid": iter([3.0, 1.0, 2.0, 5.0]), "test": iter([9.0, 9.0])}
     saved = {}
 
-    def evaluate_scripted(learner, task, max_batches=0):
-        m = real_evaluate(learner, task, max_batches)
+    def evaluate_scripted(learner, task, max_batches=0, *args, **kw):
+        m = real_evaluate(learner, task, max_batches, *args, **kw)
         m["loss"] = next(script[task.split])
         if task.split == "valid":
             saved[m["loss"]] = {k: v.copy() for k, v in learner.params.items()}
