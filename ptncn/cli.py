@@ -238,9 +238,14 @@ def _sweep(args) -> int:
     from .sweep import run_sweep
     from .sweep.results import sweep_report
 
-    res = run_sweep(args.spec, args.out, workers=args.workers, scheduler=args.scheduler,
-                    resume=args.resume, retries=args.retries, overrides=args.set,
-                    data_dir=args.data_dir, progress=False if args.quiet else None)
+    try:
+        res = run_sweep(args.spec, args.out, workers=args.workers, scheduler=args.scheduler,
+                        resume=args.resume, retries=args.retries, overrides=args.set,
+                        data_dir=args.data_dir, progress=False if args.quiet else None)
+    except KeyboardInterrupt:
+        print(f"ptncn: interrupted; the finished runs are in {args.out}/results.csv and the "
+              "same command resumes the others from their checkpoints", file=sys.stderr)
+        return 130
     text, figures = sweep_report(args.out)
     print(text)
     for f in figures:

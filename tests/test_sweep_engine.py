@@ -114,3 +114,24 @@ def test_a_local_cluster_gives_the_rows_of_a_serial_sweep(tmp_path):
         pa = load_learner(tmp_path / "serial" / "runs" / a["run_id"] / "final.npz").params
         pb = load_learner(tmp_path / "dask" / "runs" / b["run_id"] / "final.npz").params
         assert all(np.array_equal(pa[k], pb[k]) for k in pa)
+
+
+def test_ctrl_c_ends_the_sweep_with_130_and_says_how_to_resume(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec = write(tmp_path, base=BASE.replace("batches = 3", "batches = 100000"))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "ptncn", "sweep", str(spec), "--out",
+                             str(out), "--workers", "0", "--quiet"],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("runs/*/run.ckpt.npz")):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "resumes the others from their checkpoints" in err
+    assert "Traceback" not in err
