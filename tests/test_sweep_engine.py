@@ -135,3 +135,32 @@ def test_ctrl_c_ends_the_sweep_with_130_and_says_how_to_resume(tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted" in err and "resumes the others from their checkpoints" in err
     assert "Traceback" not in err
+
+
+def test_a_retry_takes_over_the_lock_of_a_worker_the_scheduler_lost(tmp_path):
+    """A worker that died on another machine leaves a lock this machine cannot check;
+    a retry removes it when the scheduler no longer has that worker, and only then."""
+    distributed = pytest.importorskip("distributed")
+    import tomllib
+
+    from ptncn.harness import validate
+    from ptncn.runlock import LOCK_NAME
+    from ptncn.sweep.engine import run_one
+
+    cfg = validate(tomllib.loads(BASE))
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        live = next(iter(client.nthreads()))
+        for name, noted, status in (("gone", "tcp://10.9.9.9:1", "done"),
+                                    ("alive", live, "failed")):
+            run = tmp_path / name
+            run.mkdir()
+            (run / LOCK_NAME).write_text(json.dumps(
+                {"pid": 4242, "host": "another-machine", "command": "train", "started": "x"}))
+            (run / "worker.json").write_text(json.dumps(
+                {"worker": noted, "process": ["another-machine", 4242]}))
+            out = client.submit(run_one, str(run), cfg, None, 3, pure=False).result()
+            assert out["status"] == status, out
+            if status == "failed":
+                assert "in use" in out["error"]

@@ -71,6 +71,7 @@ def run_one(run_dir: str, cfg: dict, data_dir=None, max_attempts: int = 3) -> di
     if attempts > max_attempts:
         out["error"] = f"gave up after {max_attempts} attempts (workers died running it)"
         return out
+    _take_over_from_dead_worker(run_dir)
     resume = os.path.exists(os.path.join(run_dir, "run.ckpt.npz"))
     try:
         with threadpool_limits(limits=1, user_api="blas"):
@@ -80,6 +81,39 @@ def run_one(run_dir: str, cfg: dict, data_dir=None, max_attempts: int = 3) -> di
     except Exception as exc:     # noqa: BLE001 - recorded as the run's failure
         out["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
     return out
+
+
+def _dask_worker():
+    """(this Dask worker's address, a client to its scheduler), or None outside one."""
+    try:
+        from distributed import get_client, get_worker
+        return get_worker().address, get_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def _take_over_from_dead_worker(run_dir: str) -> None:
+    """Note this worker in ``run_dir``/worker.json; and when the run's lock is held by
+    the worker noted there before and the scheduler no longer has that worker, remove
+    the lock.  A worker that died on another machine leaves a lock whose process this
+    machine cannot check; the scheduler is the one that knows it is gone."""
+    from ..runlock import LOCK_NAME, lock_owner
+
+    here = _dask_worker()
+    if here is None:
+        return
+    path = os.path.join(run_dir, "worker.json")
+    try:
+        with open(path) as f:
+            before = json.load(f)
+    except (OSError, ValueError):
+        before = None
+    owner = lock_owner(run_dir)
+    if (before and owner and [owner.get("host"), owner.get("pid")] == before["process"]
+            and before["worker"] not in here[1].nthreads()):
+        os.remove(os.path.join(run_dir, LOCK_NAME))
+    import socket
+    write_json(path, {"worker": here[0], "process": [socket.gethostname(), os.getpid()]})
 
 
 # ---------------------------------------------------------------------------
