@@ -19,6 +19,7 @@ From Python, call :func:`set_threads` yourself (nothing is changed on import).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -107,7 +108,6 @@ def note_choice() -> None:
     """Log (``logging``, logger ``ptncn``) the choice :func:`set_threads` made, if any:
     called by a command when its computing starts."""
     if _CHOICE:
-        import logging
         logging.getLogger("ptncn").info(describe(_CHOICE[0]))
 
 

@@ -403,14 +403,14 @@ def run_zeroshot(cfg: dict, out_dir: str, data_dir=None, log=print,
         if not workers and not scheduler:
             return _run_protocol(cfg, out_dir, data_dir, log, progress,
                                  _serial_seeds(cfg, out_dir, data_dir, progress))
-        from .sweep.engine import _close, connect
+        from .sweep.engine import connect, disconnect
         client = connect(workers, scheduler)
         seeds = _dask_seeds(client, cfg, out_dir, data_dir, progress)
         try:
             return _run_protocol(cfg, out_dir, data_dir, log, progress, seeds)
         finally:
             seeds.close()                       # cancels what is still running
-            _close(client, scheduler)
+            disconnect(client, scheduler)
 
 
 def _seed_jobs(cfg: dict, out_dir: str, data_dir) -> list:

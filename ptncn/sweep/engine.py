@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -30,6 +31,8 @@ from ..jsonio import write_json
 from .spec import RunPlan, Spec, plan_runs
 
 SCHEDULER_TIMEOUT_S = 10
+#: entries of an evaluation's scores that are not metrics (counts, where, when)
+NOT_METRICS = ("batches", "scored", "batch", "step", "seconds")
 
 
 @dataclass
@@ -46,16 +49,29 @@ class SweepResult:
 # ---------------------------------------------------------------------------
 # one run (on a worker)
 # ---------------------------------------------------------------------------
-def _bump_attempts(run_dir: str) -> int:
-    path = os.path.join(run_dir, "attempts.json")
+def _read_json(path: str):
+    """The JSON in ``path``; None when it is missing or unreadable."""
     try:
         with open(path) as f:
-            n = int(json.load(f)["attempts"])
-    except (OSError, ValueError, KeyError, TypeError):
-        n = 0
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _attempts(run_dir: str, default: int = 0) -> int:
+    """How often the run in ``run_dir`` was started in this invocation (attempts.json)."""
+    data = _read_json(os.path.join(run_dir, "attempts.json"))
+    try:
+        return int(data["attempts"])
+    except (TypeError, KeyError, ValueError):
+        return default
+
+
+def _bump_attempts(run_dir: str) -> int:
+    n = _attempts(run_dir) + 1
     os.makedirs(run_dir, exist_ok=True)
-    write_json(path, {"attempts": n + 1})
-    return n + 1
+    write_json(os.path.join(run_dir, "attempts.json"), {"attempts": n})
+    return n
 
 
 def run_one(run_dir: str, cfg: dict, data_dir=None, max_attempts: int = 3) -> dict:
@@ -103,16 +119,11 @@ def _take_over_from_dead_worker(run_dir: str) -> None:
     if here is None:
         return
     path = os.path.join(run_dir, "worker.json")
-    try:
-        with open(path) as f:
-            before = json.load(f)
-    except (OSError, ValueError):
-        before = None
+    before = _read_json(path)
     owner = lock_owner(run_dir)
     if (before and owner and [owner.get("host"), owner.get("pid")] == before["process"]
             and before["worker"] not in here[1].nthreads()):
         os.remove(os.path.join(run_dir, LOCK_NAME))
-    import socket
     write_json(path, {"worker": here[0], "process": [socket.gethostname(), os.getpid()]})
 
 
@@ -124,13 +135,12 @@ def _metric_columns(metrics: dict | None) -> dict:
     ``test.<m>``: the same model on test."""
     if not metrics:
         return {}
-    cols = {f"valid.{k}": v for k, v in (metrics.get("best") or {}).items()
-            if isinstance(v, (int, float)) and k not in ("batches", "scored", "batch",
-                                                             "step", "seconds")}
     test = metrics.get("test") or {}
-    best = test.get("best") or test.get("final") or {}
-    cols.update({f"test.{k}": v for k, v in best.items()
-                 if isinstance(v, (int, float)) and k not in ("batches", "scored")})
+    cols = {f"{split}.{k}": v
+            for split, scores in (("valid", metrics.get("best") or {}),
+                                  ("test", test.get("best") or test.get("final") or {}))
+            for k, v in scores.items()
+            if isinstance(v, (int, float)) and k not in NOT_METRICS}
     return {k: (float("nan") if v is None else float(v)) for k, v in cols.items()}
 
 
@@ -148,17 +158,11 @@ def make_row(plan: RunPlan, outcome: dict) -> dict:
 
 def done_outcome(run_dir: str) -> dict | None:
     """The outcome of a run finished earlier (its metrics.json), else None."""
-    try:
-        with open(os.path.join(run_dir, "metrics.json")) as f:
-            metrics = json.load(f)
-    except (OSError, ValueError):
+    metrics = _read_json(os.path.join(run_dir, "metrics.json"))
+    if metrics is None:
         return None
-    try:
-        with open(os.path.join(run_dir, "attempts.json")) as f:
-            attempts = int(json.load(f)["attempts"])
-    except (OSError, ValueError, KeyError, TypeError):
-        attempts = 1
-    return {"status": "done", "error": "", "attempts": attempts, "metrics": metrics}
+    return {"status": "done", "error": "", "attempts": _attempts(run_dir, default=1),
+            "metrics": metrics}
 
 
 # ---------------------------------------------------------------------------
@@ -255,14 +259,6 @@ def _forget_attempts(folder: str) -> None:
         pass
 
 
-def _attempts(folder: str) -> int:
-    try:
-        with open(os.path.join(folder, "attempts.json")) as f:
-            return int(json.load(f)["attempts"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
-
-
 def run_dir(out: str, plan: RunPlan) -> str:
     return os.path.join(out, "runs", plan.run_id)
 
@@ -318,7 +314,7 @@ def run_sweep(spec, out: str, *, workers: int = 0, scheduler: str | None = None,
         if bar is not None:
             bar.close()
         if own and client is not None:
-            _close(client, scheduler)
+            disconnect(client, scheduler)
     return SweepResult(out, _write_rows(out, plans, rows, meta, final=True))
 
 
@@ -333,7 +329,7 @@ def _write_rows(out: str, plans, rows: dict, meta: dict, final: bool = False) ->
     return ordered
 
 
-def _close(client, scheduler) -> None:
+def disconnect(client, scheduler) -> None:
     """Close the client, and the LocalCluster it started (not a user's scheduler)."""
     cluster = None if scheduler else client.cluster
     client.close()

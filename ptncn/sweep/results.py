@@ -678,13 +678,22 @@ def report_header(rows, meta) -> str:
     return "\n".join(lines)
 
 
+def read_meta(out_dir) -> dict:
+    """A sweep folder's ``sweep.json``; a folder without one is a FileNotFoundError
+    saying so."""
+    try:
+        with open(os.path.join(out_dir, "sweep.json")) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{out_dir}: not a sweep folder (no sweep.json)") from None
+
+
 def sweep_report(out_dir) -> tuple[str, list[str]]:
     """The report of the sweep in ``out_dir``: reads ``sweep.json`` and ``results.csv``
     (no runs yet when it is absent), writes the figures into ``out_dir/figures/`` and
     returns ``(text, figure paths)``; the text is :func:`report_header`, the ranked
     :func:`format_table`, the best configuration and the figures left out, with why."""
-    with open(os.path.join(out_dir, "sweep.json")) as f:
-        meta = json.load(f)
+    meta = read_meta(out_dir)
     path = os.path.join(out_dir, "results.csv")
     rows = read_csv(path, meta) if os.path.exists(path) else []
     summaries = summarize(rows, meta)

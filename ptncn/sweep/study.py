@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..harness import ConfigError, apply_overrides, read_toml
-from .spec import Spec, configurations
+from .spec import Spec, configurations, plan_runs
 
 STUDY_KEYS = ("name", "description", "base", "set", "budget_s", "metric", "direction",
               "tune_seeds", "final_seeds", "seed", "learners")
@@ -152,12 +152,12 @@ def run_study(path, out: str, *, workers: int = 1, scheduler: str | None = None,
     """Both stages for every learner, on one Dask client; returns (and writes to
     ``out``/study.json) per learner the chosen values, their tuning score and the
     final runs' test scores."""
-    from .engine import _close, connect, run_sweep
-    from .results import summarize
+    from ..jsonio import write_json
+    from .engine import connect, disconnect, run_sweep
+    from .results import read_meta, summarize
 
     study = load_study(path)
     specs = {label: stage_spec(study, label) for label in study.learners}
-    from .spec import plan_runs
     for spec in specs.values():                       # every config checked up front
         plan_runs(spec, data_dir)
     client = connect(workers, scheduler, 1 + retries)
@@ -167,7 +167,7 @@ def run_study(path, out: str, *, workers: int = 1, scheduler: str | None = None,
             log(f"{label}: tuning {len(configurations(spec))} configurations")
             tune = run_sweep(spec, os.path.join(out, label, "tune"), client=client,
                              retries=retries, data_dir=data_dir, progress=progress)
-            meta = _meta(os.path.join(out, label, "tune"))
+            meta = read_meta(os.path.join(out, label, "tune"))
             best = summarize(tune.rows, meta)[0]
             log(f"{label}: chose {best.values}; {study.final_seeds} seeds on test")
             final = run_sweep(stage_spec(study, label, best.values),
@@ -177,20 +177,13 @@ def run_study(path, out: str, *, workers: int = 1, scheduler: str | None = None,
                                              os.path.join(out, label, "final"))
     finally:
         if client is not None:
-            _close(client, scheduler)
+            disconnect(client, scheduler)
     doc = {"study": study.path, "name": study.name, "metric": study.metric,
            "direction": study.direction, "budget_s": study.budget_s,
            "tune_seeds": study.tune_seeds, "final_seeds": study.final_seeds,
            "learners": results}
-    from ..jsonio import dump_json
-    with open(os.path.join(out, "study.json"), "w") as f:
-        dump_json(doc, f, indent=2)
+    write_json(os.path.join(out, "study.json"), doc, indent=2)
     return doc
-
-
-def _meta(folder: str) -> dict:
-    with open(os.path.join(folder, "sweep.json")) as f:
-        return json.load(f)
 
 
 def _learner_result(study: Study, best, tune_rows: list, final_rows: list,
