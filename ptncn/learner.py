@@ -43,8 +43,6 @@ import zipfile
 from collections.abc import Mapping
 from typing import Any, Callable, ClassVar
 
-import warnings
-
 import numpy as np
 
 from .errors import (DivergenceError, FormatVersionError, ModelFileError, NonFiniteStepError,
