@@ -32,6 +32,7 @@ import numpy as np
 from .data.base import TASK_KINDS, Batch
 from .errors import RunInterrupted
 from .learner import Learner
+from .threads import step_done
 
 
 class Step(NamedTuple):
@@ -72,6 +73,7 @@ def simulate(learner: Learner, task, batches: Iterable[int], *, learn: bool = Tr
     unless ``learn=False``), the prediction scored by ``task.step_loss`` where the
     batch's score is 1, ``on_step(Step)``.  After the last step of a batch:
     ``learner.end_sequence(learn)``.  Lazy: a batch runs when its result is asked for.
+    Each step's time goes to the BLAS thread tuner (:func:`ptncn.threads.step_done`).
     """
     for k, b in enumerate(batches):
         x, m, sc = task.batch(b)
@@ -82,7 +84,9 @@ def simulate(learner: Learner, task, batches: Iterable[int], *, learn: bool = Tr
         for t in range(t0, x.shape[0]):
             if before_step is not None:
                 before_step()
+            started = time.perf_counter()
             pred = learner.step(x[t], m[t], learn=learn)
+            step_done(time.perf_counter() - started, (id(learner), learn, x.shape[1]))
             n = float(sc[t].sum())
             s = task.step_loss(pred, x[t], sc[t]) if n else 0.0
             loss, tokens = loss + s, tokens + n
