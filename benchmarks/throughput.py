@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
 import ptncn  # noqa: E402
 from ptncn.blas import get_backend  # noqa: E402
 from ptncn.ptncn import carry, forward  # noqa: E402
+from ptncn.threads import step_done  # noqa: E402
 
 REFERENCE = dict(act="tanh", out="softmax", beta=0.1, alpha=0.001, gamma=1.0, clip=1.0,
                  wght_sd=0.05, err_wght_sd=0.05, optimizer="nesterov", lr=0.075,
@@ -91,7 +92,10 @@ def bench(h: int, B: int, X: int, runs: int, steps: int, seed: int = 0) -> dict:
     for _ in range(runs):
         t0 = time.perf_counter()
         for t in range(steps):
+            started = time.perf_counter()
             model.step(xs[t], mask)
+            # as ptncn's simulation loop: the step's time to the thread tuner, if any
+            step_done(time.perf_counter() - started, h)
         rates.append(steps / (time.perf_counter() - t0))
     # phase breakdown: a separate pass through the step's pieces, timed one by one
     acc = phase_times(model, xs, mask)

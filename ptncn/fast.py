@@ -1,38 +1,29 @@
-"""The fast P-TNCN engine: stacked weights, factorised clipping, fused BLAS updates.
+"""The fast P-TNCN engine: stacked weights, formed updates, one-pass optimizer kernels.
 
-Same equations as :mod:`ptncn.ptncn` (tested against it to 1e-6); three things
-make it fast (see docs/performance.md):
+Same equations as :mod:`ptncn.ptncn` (tested against it to 1e-6); what makes it
+fast (see docs/performance.md):
 
 1. **Stacked bottom-up/recurrent/top-down weights.**  Layer l's ``M_l, V_l, U_l``
-   live in one contiguous block ``R_l = [M_l; V_l; U_l]``, so
-   ``h_l = [s_{l-1} | s_l | s_{l+1}] @ R_l`` is a single GEMM, and the three
-   parameter updates are a single GEMM too.  ``params["M1"]`` etc. are views.
+   and ``W_{l+1}`` live in one contiguous block ``B_l = [M_l; V_l; U_l; W_{l+1}]``,
+   so ``h_l = [s_{l-1} | s_l | s_{l+1}] @ B_l`` is a single GEMM, and the four
+   updates that share the right factor ``eps_l`` are a single GEMM too.
+   ``params["M1"]`` etc. are views.
 
-2. **Clipping without forming the update.**  Every LRA update is a rank-B
-   product ``A.T @ R`` (B = batch).  Its Frobenius norm is
-   ``||A.T R||^2 = sum((A A.T) * (R R.T))`` — two B x B Gram matrices — so the
-   clip factor is known before the update exists and is folded into ``A``.
+2. **Each block's update formed once, into a buffer kept between steps.**  The
+   clip norms are dot products of its row ranges (one BLAS call each), and
+   ``E_l``'s update is ``W_l``'s transposed (copied, not multiplied again).
 
-3. **The optimizer fused into the GEMM.**  BLAS ``sgemm`` computes
-   ``C = alpha A B + beta C`` in place, so for the momentum family the
-   accumulator update ``a = mu a + G`` *is* the GEMM; the parameter update is
-   one or two ``saxpy`` passes:
-
-   * sgd:       ``p = p - lr G``                          (one sgemm, beta = 1)
-   * momentum:  ``a = mu a + G;  p -= lr a``              (sgemm + saxpy)
-   * nesterov:  ``p += lr mu a_old;  a = mu a + G;  p -= lr (1 + mu) a``
-                (= TF's ``p -= lr (G + mu a_new)``; sgemm + 2 saxpy)
-
-   The optimizers own these fused updates (``Optimizer.step_factored``); other
-   optimizers, weight decay and max-norm materialise ``G`` into a reused buffer
-   and take the ordinary update (:mod:`ptncn.optim`).  The BLAS calls go through
-   :mod:`ptncn.blas` (NumPy's own OpenBLAS, one thread pool).
+3. **One pass per parameter for the optimizer.**  ``a = mu a + s g;
+   p -= lr (s g + mu a)`` (Nesterov; ``s`` the clip factor over the batch size)
+   reads ``p, a, g`` once and writes ``p, a`` once in a Numba kernel
+   (:mod:`ptncn.kernels`; NumPy passes without the ``fast`` extra).  Optimizers
+   without a kernel (Adam, RMSprop, weight decay, max-norm) take their ordinary
+   update.
 
 The engine owns the parameter storage (``params``: the paper's names, views into
 the blocks) and has the reference engine's interface (``preactivations``,
 ``updates``, ``apply``; see :class:`ptncn.ptncn.ReferenceEngine`).  The applied
-updates stay available by name (``W1`` ...) as factored products, formed only
-when someone reads them.
+updates stay available by name (``W1`` ...), scaled when someone reads them.
 """
 
 from __future__ import annotations
@@ -42,6 +33,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .blas import get_backend
+from .kernels import get_kernels
 
 F32 = np.float32
 
@@ -65,88 +57,72 @@ class Block:
         self.name, self.array, self.parts = name, array, parts
 
 
-class FactoredUpdates(Mapping):
-    """One step's update directions by parameter name (``W1``...), formed on demand.
+class DenseUpdates(Mapping):
+    """One step's update directions by parameter name (``W1``...): each is
+    ``scale * g`` with ``g`` the formed product (a view of the engine's buffer), the
+    clipped, batch-divided direction the optimizer receives.
 
-    Each is ``left.T @ right`` restricted to the parameter's rows: exactly the
-    clipped, batch-divided direction the optimizer receives.  ``blocks`` lists
-    ``(block, left, right)`` for :meth:`ptncn.optim.Optimizer.step_factored`;
-    ``norms`` the pre-clipping norms (for the divergence check).
+    ``blocks`` lists ``(block, parts)`` for :meth:`ptncn.optim.Optimizer.step_dense`,
+    each part ``(name, row_start, row_end, g, scale, bound)`` with ``bound`` bounding
+    the entries of ``scale * g``; ``norms`` the pre-clipping norms (for the
+    divergence check; none when clipping is off).
     """
 
-    def __init__(self, blocks, factors: dict[str, tuple[np.ndarray, np.ndarray, int, int]],
-                 norms: dict[str, float]):
-        self.blocks = blocks
-        self._f = factors
-        self.norms = norms
+    def __init__(self, radius: float, inv_b: float, kernels):
+        self.r, self.inv_b, self.clipping, self.kernels = radius, inv_b, radius > 0, kernels
+        self.blocks: list = []
+        self.table: dict[str, tuple[np.ndarray, float]] = {}
+        self.norms: dict[str, float] = {}
+        self.scale: dict[str, float] = {}       # clip factors
         self.extra: dict = {}
         self._cache: dict[str, np.ndarray] = {}
 
-    def __getitem__(self, key):
-        if key not in self._cache:
-            left, right, a, b = self._f[key]
-            self._cache[key] = np.ascontiguousarray(left[:, a:b].T @ right)
-        return self._cache[key]
-
-    def norm(self, key) -> float:
-        """Frobenius norm of ``self[key]`` without forming it (factorised, as for clipping)."""
-        if key in self._cache:
-            a = self._cache[key]
-            return float(np.sqrt(np.vdot(a, a)))
-        left, right, a, b = self._f[key]
-        return float(np.sqrt(max(sq_norms(left, right, [(a, b)])[0], 0.0)))
-
-    def first_nonfinite(self) -> str | None:
-        """The factors are finite quantities times finite scales; only a norm (a sum of
-        squares) can still overflow.  (The products themselves are formed inside the
-        optimizer step, which undoes and reports one that is not finite.)"""
-        return next((name for name, nrm in self.norms.items() if not np.isfinite(nrm)), None)
-
-    def __iter__(self):
-        return iter(self._f)
-
-    def __len__(self):
-        return len(self._f)
-
-
-def sq_norms(left: np.ndarray, right: np.ndarray, spans) -> list[float]:
-    """Squared Frobenius norms of ``left[:, a:b].T @ right`` for each (a, b) in ``spans``.
-
-    ``||A.T R||^2 = sum((R R.T) * (A A.T)) = sum(((R R.T) @ A) * A)``: one B x B
-    Gram matrix of ``right`` and one (B x B) @ (B x rows) product cover every
-    column block of ``left`` at once, without forming any update.
-    """
-    t = (right @ right.T) @ left
-    t *= left
-    return [float(t[:, a:b].sum(dtype=np.float64)) for a, b in spans]
-
-
-class _Factors:
-    """Collects one step's ``(block, left, right)`` factors, folding each parameter's
-    clip factor, a gain and 1/batch into the columns of ``left`` (scaled in place)."""
-
-    def __init__(self, radius: float, inv_b: float):
-        self.r, self.inv_b, self.clipping = radius, inv_b, radius > 0
-        self.blocks: list = []
-        self.table: dict = {}
-        self.norms: dict[str, float] = {}
-        self.scale: dict[str, float] = {}
-
-    def add(self, blk, left, right, gain: float = 1.0, norms: dict | None = None) -> None:
-        """The update of ``blk`` is ``gain * left.T @ right``, each part clipped; ``norms``:
-        pre-clipping norms when already known (else computed by :func:`sq_norms`)."""
+    def add(self, blk, g: np.ndarray, bound: float, gain: float = 1.0,
+            norms: dict | None = None) -> None:
+        """The update of ``blk`` is ``gain * g``, each part clipped; ``bound`` bounds
+        the entries of ``g`` (used without clipping: with it, each part's norm bounds
+        them); ``norms``: pre-clipping norms when already known."""
         if self.clipping and norms is None:
-            sq = sq_norms(left, right, [(a, b) for _, a, b in blk.parts])
-            norms = {name: abs(gain) * float(np.sqrt(max(v, 0.0))) if np.isfinite(v)
-                     else float("nan") for (name, _, _), v in zip(blk.parts, sq)}
+            norms = {name: abs(gain) * float(np.sqrt(self.kernels.sq_norm(g[a:b])))
+                     for name, a, b in blk.parts}
+        parts = []
         for name, a, b in blk.parts:
             c = clip_scale(norms[name], self.r) if self.clipping else 1.0
+            s = gain * c * self.inv_b
             if self.clipping:
                 self.norms[name] = norms[name]
             self.scale[name] = c
-            left[:, a:b] *= F32(gain * c * self.inv_b)
-            self.table[name] = (left, right, a, b)
-        self.blocks.append((blk, left, right))
+            self.table[name] = (g[a:b], s)
+            applied = c * self.inv_b * norms[name] if self.clipping else abs(s) * bound
+            parts.append((name, a, b, g[a:b], s, applied))
+        self.blocks.append((blk, parts))
+
+    def __getitem__(self, key):
+        if key not in self._cache:
+            g, s = self.table[key]
+            self._cache[key] = g * F32(s)
+        return self._cache[key]
+
+    def norm(self, key) -> float:
+        """Frobenius norm of ``self[key]`` (without forming it)."""
+        g, s = self.table[key]
+        return abs(s) * float(np.sqrt(max(self.kernels.sq_norm(g), 0.0)))
+
+    def first_nonfinite(self) -> str | None:
+        """With clipping, a non-finite update shows in its norm (a sum of squares);
+        without, the optimizer step finds and undoes it."""
+        return next((name for name, nrm in self.norms.items() if not np.isfinite(nrm)), None)
+
+    def __iter__(self):
+        return iter(self.table)
+
+    def __len__(self):
+        return len(self.table)
+
+
+def entry_bound(left: np.ndarray, right: np.ndarray) -> float:
+    """A bound on the entries of ``left.T @ right``: ``||left||_F ||right||_F``."""
+    return float(np.sqrt(np.vdot(left, left)) * np.sqrt(np.vdot(right, right)))
 
 
 class FastEngine:
@@ -158,9 +134,12 @@ class FastEngine:
     ``E_l`` (right factor z_l, or eps_l - eps_prev_l with the temporal rule).
     """
 
-    def __init__(self, cfg, init: dict[str, np.ndarray], blas: str | None = None):
+    def __init__(self, cfg, init: dict[str, np.ndarray], blas: str | None = None,
+                 kernels: str | None = None):
         self.cfg = cfg
         self.blas = get_backend(blas)
+        self.kernels = get_kernels(kernels)
+        self._g: dict[str, np.ndarray] = {}     # each block's formed update (kept)
         n, L, on = cfg.sizes, cfg.L, cfg.zeta > 0
         self.blocks: list[Block] = []
         self.layer_blocks: list[Block] = []
@@ -220,32 +199,61 @@ class FastEngine:
         return hs, inputs
 
     # -- updates -----------------------------------------------------------------
-    def updates(self, state, q, inputs, batch: int) -> FactoredUpdates:
-        """Every block's clipped, batch-divided update as left/right factors, with the
-        pre-clipping Frobenius norm of every update (none when clipping is off).
-        Reuses (overwrites) ``inputs``, the layer inputs of :meth:`preactivations`."""
+    def _buffer(self, blk) -> np.ndarray:
+        """``blk``'s update buffer (made on first use, then kept)."""
+        g = self._g.get(blk.name)
+        if g is None:
+            g = self._g[blk.name] = np.empty_like(blk.array)
+        return g
+
+    def _product(self, blk, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """``left.T @ right`` into ``blk``'s update buffer (one GEMM)."""
+        g = self._buffer(blk)
+        self.blas.gemm(1.0, left, True, right, False, 0.0, g)
+        return g
+
+    def updates(self, state, q, inputs, batch: int) -> DenseUpdates:
+        """Every block's clipped, batch-divided update, formed, with the pre-clipping
+        Frobenius norm of every update (none when clipping is off).  Reuses
+        (overwrites) ``inputs``, the layer inputs of :meth:`preactivations`."""
         cfg, L = self.cfg, self.cfg.L
-        f = _Factors(cfg.clip, 1.0 / batch)
+        u = DenseUpdates(cfg.clip, 1.0 / batch, self.kernels)
+        bound = (lambda a, b: 0.0) if u.clipping else entry_bound
         err = [q["e0"]] + [q[f"eps{l}"] for l in range(1, L + 1)]   # err[l-1] drives W_l
-        f.add(self.W1, q["z1"].copy(), q["e0"])                    # W_1 = clip(z_1.T @ e_0)
+        g = self._product(self.W1, q["z1"], q["e0"])                # W_1 = clip(z_1.T @ e_0)
+        gw = {1: (g, bound(q["z1"], q["e0"]))}                      # W_l's product, bound
+        u.add(self.W1, *gw[1])
         for l in range(1, L + 1):            # the blocks [M; V; U; W_{l+1}], right factor eps_l
             blk, S = self.layer_blocks[l - 1], inputs[l - 1]
             if l < L:
                 _, a, b = blk.parts[-1]
                 S[:, a:b] = q[f"z{l + 1}"]
-            f.add(blk, S, err[l])
+            g, gb = self._product(blk, S, err[l]), bound(S, err[l])
+            u.add(blk, g, gb)
+            if l < L:
+                gw[l + 1] = (g[a:b], gb)
         for l in range(1, L + 1):            # E_l = clip(gamma * clip(dW_l).T), or temporal
-            blk, gamma = self.E[l - 1], cfg.gamma
-            if cfg.temporal_error_rule:
-                f.add(blk, q[f"e{l - 1}"].copy(), q[f"eps{l}"] - state.eps_prev[l - 1], -gamma)
-            else:
-                cW = f.scale[f"W{l}"]
-                known = {blk.name: abs(gamma) * cW * f.norms[f"W{l}"]} if f.clipping else None
-                f.add(blk, err[l - 1].copy(), q[f"z{l}"], gamma * cW, known)
-        return FactoredUpdates(f.blocks, f.table, f.norms)
+            self._add_error_weights(u, l, state, q, *gw[l])
+        return u
+
+    def _add_error_weights(self, u: DenseUpdates, l: int, state, q, gw, bound) -> None:
+        """``E_l``'s update: ``W_l``'s product ``gw`` transposed (``bound`` bounds its
+        entries), or the temporal rule's own product."""
+        blk, gamma = self.E[l - 1], self.cfg.gamma
+        if self.cfg.temporal_error_rule:
+            right = q[f"eps{l}"] - state.eps_prev[l - 1]
+            g = self._product(blk, q[f"e{l - 1}"], right)
+            u.add(blk, g, 0.0 if u.clipping else entry_bound(q[f"e{l - 1}"], right), -gamma)
+            return
+        g = self._buffer(blk)
+        np.copyto(g, gw.T)
+        cW = u.scale[f"W{l}"]
+        known = {blk.name: abs(gamma) * cW * u.norms[f"W{l}"]} if u.clipping else None
+        u.add(blk, g, bound, gamma * cW, known)
 
     # -- applying ---------------------------------------------------------------------
-    def apply(self, optimizer, updates: FactoredUpdates) -> None:
-        """One optimizer step on every block (fused into the GEMMs where it can be);
-        one that would leave a value NaN/inf is undone and raises NonFiniteStepError."""
-        optimizer.step_factored(updates.blocks, self.params, self.blas)
+    def apply(self, optimizer, updates: DenseUpdates) -> None:
+        """One optimizer step on every block (one kernel pass per parameter where the
+        optimizer has one); one that would leave a value NaN/inf is undone and raises
+        NonFiniteStepError."""
+        optimizer.step_dense(updates.blocks, self.params, self.kernels)

@@ -104,7 +104,7 @@ class Optimizer:
     nonnegative_slots: tuple[str, ...] = ()
     #: the value a new slot starts at (default 0)
     slot_fill: dict[str, float] = {}
-    #: True where :meth:`_fused` applies a factored step with BLAS calls only
+    #: True where :meth:`_fused` updates a parameter in one kernel pass
     fused = False
 
     def __init__(self, lr: float = 0.01, weight_decay: float = 0.0,
@@ -120,7 +120,7 @@ class Optimizer:
         self.max_norm = float(max_norm)
         self.t = 0
         self.slots: dict[str, dict[str, np.ndarray]] = {s: {} for s in self.slot_names}
-        self._gbuf: np.ndarray | None = None              # scratch of step_factored
+        self._gbuf: np.ndarray | None = None              # scratch of step_dense
         self._stacks: dict[tuple[str, str], np.ndarray] = {}   # stacked_slot storage
         self._bounds: dict[str, dict[str, float]] = {}         # see the module doc
 
@@ -238,37 +238,42 @@ class Optimizer:
         return None
 
     # -- factored steps (the fast P-TNCN engine) ---------------------------------
-    def step_factored(self, factors, views: dict, blas) -> None:
-        """One step whose direction for each block is ``G = left.T @ right``.
+    def step_dense(self, blocks, views: dict, kernels) -> None:
+        """One step over stacked parameter blocks whose directions are formed products.
 
-        ``factors`` lists ``(block, left, right)``: ``block.array`` is a stacked
-        parameter array whose rows ``a:b`` hold the parameter ``name`` for each
-        ``(name, a, b)`` in ``block.parts`` (``views[name]`` is that slice).  The
-        base materialises one block's ``G`` at a time and applies the ordinary
-        update; optimizers whose update is a GEMM override :meth:`_fused`.  Checked
-        like :meth:`step` (``||left|| ||right||`` bounds the entries of ``G``).
+        ``blocks`` lists ``(block, parts)``: ``block.array`` is a stacked parameter
+        array; each part ``(name, a, b, g, scale, bound)`` says that rows ``a:b`` hold
+        the parameter ``name`` (``views[name]`` is that slice), that its direction is
+        ``scale * g`` and that ``bound`` bounds that direction's entries.  Optimizers
+        with an element-wise kernel (``fused``; :mod:`ptncn.kernels`) update each part
+        in one pass; the others get ``scale * g`` formed in a reused buffer and take
+        the ordinary update.  Checked like :meth:`step`.
         """
         self.t += 1
         fused = self.fused and self.weight_decay == 0.0 and self.max_norm == 0.0
         if not fused:
-            size = max(blk.array.size for blk, _, _ in factors)
+            size = max(blk.array.size for blk, _ in blocks)
             if self._gbuf is None or self._gbuf.size < size:
                 self._gbuf = np.empty(size, np.float32)
-        self._checked([_Unit(blk.name, blk.array, [(n, slice(a, b)) for n, a, b in blk.parts],
-                             _norm(left) * _norm(right),
-                             partial(self._apply_block, fused, blk, left, right, views, blas))
-                       for blk, left, right in factors])
+        self._checked([_Unit(blk.name, blk.array, [(p[0], slice(p[1], p[2])) for p in parts],
+                             max(p[5] for p in parts),
+                             partial(self._apply_dense, fused, blk, parts, views, kernels))
+                       for blk, parts in blocks])
 
-    def _apply_block(self, fused, blk, left, right, views, blas) -> None:
+    def _apply_dense(self, fused, blk, parts, views, kernels) -> None:
         if fused:
-            self._fused([(blk, left, right)], blas)
+            for name, a, b, g, scale, _ in parts:
+                self._fused(blk, a, b, g, scale, kernels)
             return
-        g = self._gbuf[:blk.array.size].reshape(blk.array.shape)
-        np.matmul(left.T, right, out=g)
-        self.apply(views, {name: g[a:b] for name, a, b in blk.parts})
+        grads = {}
+        for name, a, b, g, scale, _ in parts:
+            buf = self._gbuf[a * g.shape[1]:b * g.shape[1]].reshape(g.shape)
+            grads[name] = np.multiply(g, np.float32(scale), out=buf)
+        self.apply(views, grads)
 
-    def _fused(self, factors, blas) -> None:  # pragma: no cover
-        """Apply the factored step with BLAS calls only (where ``fused``)."""
+    def _fused(self, blk, a: int, b: int, g, scale: float, kernels) -> None:  # pragma: no cover
+        """Update rows ``a:b`` of ``blk.array`` by the direction ``scale * g`` with one
+        kernel pass (where ``fused``)."""
         raise NotImplementedError
 
     def stacked_slot(self, slot: str, blk) -> np.ndarray:
@@ -306,9 +311,8 @@ class SGD(Optimizer):
     def _grow(self, b, g):
         return {"p": b["p"] + self.lr * g}
 
-    def _fused(self, factors, blas):
-        for blk, left, right in factors:                    # p -= lr G
-            blas.gemm(-self.lr, left, True, right, False, 1.0, blk.array)
+    def _fused(self, blk, a, b, g, scale, kernels):
+        kernels.sgd(blk.array[a:b], g, scale, self.lr)
 
     def _update(self, key, p, g):
         g *= np.float32(self.lr)
@@ -331,11 +335,9 @@ class Momentum(Optimizer):
         a = abs(self.momentum) * b["accum"] + g
         return {"p": b["p"] + self.lr * a, "accum": a}
 
-    def _fused(self, factors, blas):
-        for blk, left, right in factors:
-            a = self.stacked_slot("accum", blk)
-            blas.gemm(1.0, left, True, right, False, self.momentum, a)    # a = mu a + G
-            blas.axpy(-self.lr, a, blk.array)                              # p -= lr a
+    def _fused(self, blk, a, b, g, scale, kernels):
+        acc = self.stacked_slot("accum", blk)
+        kernels.momentum(blk.array[a:b], acc[a:b], g, scale, self.lr, self.momentum)
 
     def _update(self, key, p, g):
         a = self._slot("accum", key, p)
@@ -352,18 +354,13 @@ class Nesterov(Momentum):
 
     def _grow(self, b, g):
         mu = abs(self.momentum)
-        a = mu * b["accum"] + g        # both forms: p -= lr (g + mu a), and the fused one
-        step = g + mu * b["accum"] + (mu + abs(1.0 + self.momentum)) * a
+        a = mu * b["accum"] + g
+        step = g + mu * a              # p -= lr (g + mu a)
         return {"p": b["p"] + self.lr * step, "accum": a}
 
-    def _fused(self, factors, blas):
-        # p += lr mu a_old;  a = mu a + G;  p -= lr (1 + mu) a   (= p -= lr (G + mu a_new))
-        lr, mu = self.lr, self.momentum
-        for blk, left, right in factors:
-            a, p = self.stacked_slot("accum", blk), blk.array
-            blas.axpy(lr * mu, a, p)
-            blas.gemm(1.0, left, True, right, False, mu, a)
-            blas.axpy(-lr * (1.0 + mu), a, p)
+    def _fused(self, blk, a, b, g, scale, kernels):
+        acc = self.stacked_slot("accum", blk)
+        kernels.nesterov(blk.array[a:b], acc[a:b], g, scale, self.lr, self.momentum)
 
     def _update(self, key, p, g):
         a = self._slot("accum", key, p)
