@@ -83,7 +83,7 @@ class DenseUpdates(Mapping):
         the entries of ``g`` (used without clipping: with it, each part's norm bounds
         them); ``norms``: pre-clipping norms when already known."""
         if self.clipping and norms is None:
-            norms = {name: abs(gain) * float(np.sqrt(self.kernels.sq_norm(g[a:b])))
+            norms = {name: abs(gain) * _root(self.kernels.sq_norm(g[a:b]))
                      for name, a, b in blk.parts}
         parts = []
         for name, a, b in blk.parts:
@@ -120,6 +120,11 @@ class DenseUpdates(Mapping):
         return len(self.table)
 
 
+def _root(sq: float) -> float:
+    """The norm from a sum of squares (NaN stays NaN, inf stays inf)."""
+    return float(np.sqrt(sq)) if sq >= 0 else float(sq)
+
+
 def entry_bound(left: np.ndarray, right: np.ndarray) -> float:
     """A bound on the entries of ``left.T @ right``: ``||left||_F ||right||_F``."""
     return float(np.sqrt(np.vdot(left, left)) * np.sqrt(np.vdot(right, right)))
@@ -139,7 +144,6 @@ class FastEngine:
         self.cfg = cfg
         self.blas = get_backend(blas)
         self.kernels = get_kernels(kernels)
-        self._g: dict[str, np.ndarray] = {}     # each block's formed update (kept)
         n, L, on = cfg.sizes, cfg.L, cfg.zeta > 0
         self.blocks: list[Block] = []
         self.layer_blocks: list[Block] = []
@@ -169,6 +173,14 @@ class FastEngine:
         self.E = [make(f"E{l}", [(f"E{l}", n[l - 1])], n[l]) for l in range(1, L + 1)]
         for name, v in init.items():
             np.copyto(self.params[name], v)
+        self._g = {blk.name: np.empty_like(blk.array) for blk in self.blocks}   # formed updates
+        # where each W_l lives (block, rows), and the blocks E_l's transposes come from
+        self._w_home = {1: (self.W1, 0, n[1])}
+        for l in range(1, L):
+            self._w_home[l + 1] = (self.layer_blocks[l - 1], *self.layer_blocks[l - 1].parts[-1][1:])
+        self._copies: dict[str, list[int]] = {}
+        for l, (blk, _, _) in self._w_home.items():
+            self._copies.setdefault(blk.name, []).append(l)
 
     # -- forward ---------------------------------------------------------------
     def layer_input(self, state, l: int) -> np.ndarray:
@@ -199,57 +211,45 @@ class FastEngine:
         return hs, inputs
 
     # -- updates -----------------------------------------------------------------
-    def _buffer(self, blk) -> np.ndarray:
-        """``blk``'s update buffer (made on first use, then kept)."""
-        g = self._g.get(blk.name)
-        if g is None:
-            g = self._g[blk.name] = np.empty_like(blk.array)
-        return g
-
-    def _product(self, blk, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """``left.T @ right`` into ``blk``'s update buffer (one GEMM)."""
-        g = self._buffer(blk)
-        self.blas.gemm(1.0, left, True, right, False, 0.0, g)
-        return g
-
     def updates(self, state, q, inputs, batch: int) -> DenseUpdates:
         """Every block's clipped, batch-divided update, formed, with the pre-clipping
         Frobenius norm of every update (none when clipping is off).  Reuses
         (overwrites) ``inputs``, the layer inputs of :meth:`preactivations`."""
         cfg, L = self.cfg, self.cfg.L
         u = DenseUpdates(cfg.clip, 1.0 / batch, self.kernels)
-        bound = (lambda a, b: 0.0) if u.clipping else entry_bound
         err = [q["e0"]] + [q[f"eps{l}"] for l in range(1, L + 1)]   # err[l-1] drives W_l
-        g = self._product(self.W1, q["z1"], q["e0"])                # W_1 = clip(z_1.T @ e_0)
-        gw = {1: (g, bound(q["z1"], q["e0"]))}                      # W_l's product, bound
-        u.add(self.W1, *gw[1])
+        jobs = [(self.W1, q["z1"], q["e0"])]                        # W_1 = clip(z_1.T @ e_0)
         for l in range(1, L + 1):            # the blocks [M; V; U; W_{l+1}], right factor eps_l
             blk, S = self.layer_blocks[l - 1], inputs[l - 1]
             if l < L:
                 _, a, b = blk.parts[-1]
                 S[:, a:b] = q[f"z{l + 1}"]
-            g, gb = self._product(blk, S, err[l]), bound(S, err[l])
-            u.add(blk, g, gb)
-            if l < L:
-                gw[l + 1] = (g[a:b], gb)
-        for l in range(1, L + 1):            # E_l = clip(gamma * clip(dW_l).T), or temporal
-            self._add_error_weights(u, l, state, q, *gw[l])
+            jobs.append((blk, S, err[l]))
+        if cfg.temporal_error_rule:          # E_l = clip(-gamma * e_{l-1}.T @ (eps_l - eps_prev))
+            jobs += [(self.E[l - 1], q[f"e{l - 1}"], q[f"eps{l}"] - state.eps_prev[l - 1])
+                     for l in range(1, L + 1)]
+        for blk, left, right in jobs:
+            self._product(blk, left, right)
+            gain = -cfg.gamma if blk.name[0] == "E" else 1.0
+            bound = 0.0 if u.clipping else entry_bound(left, right)
+            u.add(blk, self._g[blk.name], bound, gain)
+            if not cfg.temporal_error_rule:
+                for l in self._copies.get(blk.name, ()):
+                    self._add_transposed(u, l, bound)
         return u
 
-    def _add_error_weights(self, u: DenseUpdates, l: int, state, q, gw, bound) -> None:
-        """``E_l``'s update: ``W_l``'s product ``gw`` transposed (``bound`` bounds its
-        entries), or the temporal rule's own product."""
-        blk, gamma = self.E[l - 1], self.cfg.gamma
-        if self.cfg.temporal_error_rule:
-            right = q[f"eps{l}"] - state.eps_prev[l - 1]
-            g = self._product(blk, q[f"e{l - 1}"], right)
-            u.add(blk, g, 0.0 if u.clipping else entry_bound(q[f"e{l - 1}"], right), -gamma)
-            return
-        g = self._buffer(blk)
-        np.copyto(g, gw.T)
-        cW = u.scale[f"W{l}"]
+    def _product(self, blk, left: np.ndarray, right: np.ndarray) -> None:
+        """``left.T @ right`` into ``blk``'s update buffer (one GEMM)."""
+        self.blas.gemm(1.0, left, True, right, False, 0.0, self._g[blk.name])
+
+    def _add_transposed(self, u: DenseUpdates, l: int, bound: float) -> None:
+        """``E_l``'s update: ``gamma`` times ``W_l``'s clipped one, transposed (copied,
+        not multiplied again), clipped again."""
+        src, a, b = self._w_home[l]
+        np.copyto(self._g[f"E{l}"], self._g[src.name][a:b].T)
+        blk, gamma, cW = self.E[l - 1], self.cfg.gamma, u.scale[f"W{l}"]
         known = {blk.name: abs(gamma) * cW * u.norms[f"W{l}"]} if u.clipping else None
-        u.add(blk, g, bound, gamma * cW, known)
+        u.add(blk, self._g[blk.name], bound, gamma * cW, known)
 
     # -- applying ---------------------------------------------------------------------
     def apply(self, optimizer, updates: DenseUpdates) -> None:
