@@ -109,6 +109,7 @@ class _Context:
     chosen: int | None = None                     # None while probing
     last: int | None = None                       # the previous probe's choice
     skip: int = 0                                 # untimed steps before sampling again
+    settle_until: float = 0.0                     # and no sampling before this time
     recent: deque = field(default_factory=deque)
     next_check: float = 0.0
     interval: float = 0.0
@@ -120,18 +121,22 @@ class ThreadTuner:
     ``candidates``: counts to try; ``apply(n)`` sets the count.  For each kind of
     step (``key``) every candidate runs ``warmup`` untimed steps and ``probe`` timed
     ones; the smallest median wins, a larger count only when ``gain`` times faster
-    than every smaller one.  The choice is probed again after ``recheck`` seconds
-    (doubling while it holds, up to ``max_recheck``), or at once when the median of
-    the last ``probe`` steps is ``slowdown`` times the chosen count's probe.
+    than every smaller one.  After lowering the count, sampling also waits
+    ``settle`` seconds: OpenBLAS threads no longer used keep spinning for a while
+    and would slow the steps timed.  The choice is probed again after ``recheck``
+    seconds (doubling while it holds, up to ``max_recheck``), or at once when the
+    median of the last ``probe`` steps is ``slowdown`` times the chosen count's probe.
     """
 
     def __init__(self, candidates, apply, *, first: int | None = None, probe: int = 5,
-                 warmup: int = 1, gain: float = 1.1, slowdown: float = 1.5,
-                 recheck: float = 30.0, max_recheck: float = 960.0, clock=time.monotonic):
+                 warmup: int = 1, settle: float = 0.2, gain: float = 1.1,
+                 slowdown: float = 1.5, recheck: float = 30.0, max_recheck: float = 960.0,
+                 clock=time.monotonic):
         self.candidates = tuple(sorted(set(candidates)))
         self.apply, self.clock = apply, clock
         self.first = first if first in self.candidates else self.candidates[0]
         self.probe, self.warmup, self.gain, self.slowdown = probe, warmup, gain, slowdown
+        self.settle = settle
         self.recheck, self.max_recheck = recheck, max_recheck
         self.contexts: dict = {}
         self.key = object()          # the kind of step that ran last
@@ -141,6 +146,8 @@ class ThreadTuner:
         ctx.threads = n
         ctx.skip = self.warmup
         if n != self.threads:
+            if self.threads is not None and n < self.threads:
+                ctx.settle_until = self.clock() + self.settle
             self.threads = n
             self.apply(n)
 
@@ -162,8 +169,8 @@ class ThreadTuner:
             self.key = key
             self._use(ctx, ctx.threads)
             return
-        if ctx.skip:
-            ctx.skip -= 1
+        if ctx.skip or self.clock() < ctx.settle_until:
+            ctx.skip = max(0, ctx.skip - 1)
         elif ctx.chosen is None:
             self._sample(ctx, seconds)
         else:

@@ -30,6 +30,7 @@ class Machine:
 
 
 def tuner_on(m, **kw):
+    kw.setdefault("settle", 0.0)
     return ThreadTuner((1, 2), m.apply, clock=m.clock, **kw)
 
 
@@ -66,6 +67,22 @@ def test_contention_moves_to_one_thread_within_a_few_steps():
     m.run(t, 20000)
     assert m.threads == 1
     assert sum(1 for n in m.history if n == 2) <= 8 * (t.probe + t.warmup)
+
+
+def test_after_lowering_the_count_sampling_waits_for_spinning_threads_to_stop():
+    m = Machine(quiet={1: 0.010, 2: 0.006}, busy={1: 0.010, 2: 0.060})
+    t = tuner_on(m, settle=0.2)
+    m.run(t, 30)
+    assert m.threads == 2
+    m.contended = True
+    m.run(t, 10)                      # noticed: probing again, 2 threads first, then 1
+    while m.threads != 1:
+        m.run(t, 1)
+    ctx, lowered = t.contexts["k"], m.now
+    m.run(t, 15)                      # 0.15 s of steps: all within the settling time
+    assert 1 not in ctx.results and ctx.samples == []
+    m.run(t, 30)
+    assert ctx.chosen == 1 and ctx.results[1] == 0.010 and m.now - lowered > 0.2
 
 
 def test_recheck_interval_doubles_while_the_choice_holds():
