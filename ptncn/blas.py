@@ -1,4 +1,4 @@
-"""In-place BLAS for the fast engine: ``C = alpha op(A) op(B) + beta C`` and ``y += alpha x``.
+"""In-place BLAS for the fast engine: ``C = alpha op(A) op(B) + beta C``.
 
 NumPy's ``@`` cannot accumulate into its output, and calling SciPy's BLAS from
 the same loop as NumPy's makes two OpenBLAS thread pools fight over the cores
@@ -53,9 +53,6 @@ class NumpyBackend:
             c *= np.float32(beta)
         c += t
 
-    def axpy(self, alpha, x, y):
-        y += np.float32(alpha) * x
-
 
 class ScipyBackend:
     name = "scipy"
@@ -71,22 +68,17 @@ class ScipyBackend:
         self.blas.sgemm(alpha, b.T, a.T, trans_a=int(bool(trans_b)), trans_b=int(bool(trans_a)),
                         beta=beta, c=c.T, overwrite_c=1)
 
-    def axpy(self, alpha, x, y):
-        self.blas.saxpy(x.reshape(-1), y.reshape(-1), a=alpha)
-
 
 class OpenBLASBackend:
     """NumPy's own OpenBLAS through ctypes (same library, same thread pool)."""
 
     name = "openblas"
 
-    def __init__(self, lib, sgemm, saxpy, int_t):
-        self.lib, self._sgemm, self._saxpy, self.int_t = lib, sgemm, saxpy, int_t
+    def __init__(self, lib, sgemm, int_t):
+        self.lib, self._sgemm, self.int_t = lib, sgemm, int_t
         I, F, P, E = int_t, ctypes.c_float, ctypes.c_void_p, ctypes.c_int
         sgemm.argtypes = [E, E, E, I, I, I, F, P, I, P, I, F, P, I]
         sgemm.restype = None
-        saxpy.argtypes = [I, F, P, I, P, I]
-        saxpy.restype = None
 
     def gemm(self, alpha, a, trans_a, b, trans_b, beta, c):
         if not (_rowmajor_ok(a) and _rowmajor_ok(b) and c.dtype == np.float32
@@ -102,17 +94,6 @@ class OpenBLASBackend:
                     _TRANS if trans_b else _NO_TRANS, m, n, k, alpha,
                     a.ctypes.data, _ld(a), b.ctypes.data, _ld(b), beta,
                     c.ctypes.data, _ld(c))
-
-    # Below this size NumPy's single-threaded loop beats waking BLAS threads (which,
-    # on a busy machine, can cost milliseconds per call).
-    AXPY_MIN_SIZE = 131072
-
-    def axpy(self, alpha, x, y):
-        if x.size < self.AXPY_MIN_SIZE or not (
-                x.flags.c_contiguous and y.flags.c_contiguous and x.size == y.size
-                and x.dtype == y.dtype == np.float32):
-            return NumpyBackend().axpy(alpha, x, y)
-        self._saxpy(x.size, alpha, x.ctypes.data, 1, y.ctypes.data, 1)
 
 
 def _numpy_openblas():
@@ -130,10 +111,9 @@ def _numpy_openblas():
                                       ("scipy_", "", ctypes.c_int), ("", "", ctypes.c_int)):
             try:
                 sgemm = getattr(lib, f"{prefix}cblas_sgemm{suffix}")
-                saxpy = getattr(lib, f"{prefix}cblas_saxpy{suffix}")
             except AttributeError:
                 continue
-            return OpenBLASBackend(lib, sgemm, saxpy, int_t)
+            return OpenBLASBackend(lib, sgemm, int_t)
     return None
 
 

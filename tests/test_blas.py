@@ -27,7 +27,7 @@ def test_gemm_matches_float64(name, trans_a, trans_b, alpha, beta):
 
 
 @pytest.mark.parametrize("name", BACKENDS)
-def test_gemm_with_strided_operand_and_axpy(name):
+def test_gemm_with_strided_operand(name):
     rng = np.random.default_rng(1)
     big = rng.standard_normal((6, 20)).astype(F32)
     a = big[:, 3:11]                      # a column slice: row stride 20, not contiguous
@@ -36,12 +36,6 @@ def test_gemm_with_strided_operand_and_axpy(name):
     be = get_backend(name)
     be.gemm(2.0, a, True, b, False, 0.0, c)
     np.testing.assert_allclose(c, 2.0 * a.T @ b, rtol=1e-5, atol=1e-6)
-    for shape in [(4, 3), (400, 400)]:      # below and above the BLAS size threshold
-        x = rng.standard_normal(shape).astype(F32)
-        y = rng.standard_normal(shape).astype(F32)
-        want = y + F32(0.25) * x
-        be.axpy(0.25, x, y)
-        np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-7)
 
 
 def test_numpy_backend_is_always_available():
