@@ -275,6 +275,39 @@ def _sweep_args(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress")
 
 
+def _evolve(args) -> int:
+    from .evolve import run_evolve
+
+    try:
+        res = run_evolve(args.config, args.out, workers=args.workers, scheduler=args.scheduler,
+                         resume=args.resume, plots=not args.no_plots)
+    except KeyboardInterrupt:
+        print(f"ptncn: interrupted; --resume continues from the last finished generation "
+              f"in {args.out}", file=sys.stderr)
+        return 130
+    best = res["best"]
+    print(f"{res['generations']} generations; best fitness {best['fitness']:.6g} "
+          f"(generation {best['generation']})")
+    for f in res["files"]:
+        print(f"wrote {f}")
+    return 0
+
+
+def _evolve_args(p) -> None:
+    p.add_argument("config", help="an evolve config (TOML: [evolve], [model])")
+    p.add_argument("--out", required=True, help="the run's folder")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_int_at_least(0), default=0,
+                       help="local worker processes evaluating candidates "
+                            "(default 0 = in this process)")
+    where.add_argument("--scheduler", default=None,
+                       help="address of a running Dask scheduler (tcp://host:port)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last finished generation")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no line per generation")
+
+
 def _sweep_report(args) -> int:
     from .sweep.results import sweep_report
 
@@ -368,6 +401,8 @@ COMMANDS = {
     "sweep": ("run a sweep over config values and seeds (docs/studies.md)", _sweep_args,
               _sweep),
     "sweep-report": ("the table and figures of a sweep", _sweep_report_args, _sweep_report),
+    "evolve": ("evolve the learned neuron's activation network by CMA-ES "
+               "(docs/learned-neuron.md)", _evolve_args, _evolve),
     "plot": ("write PNG figures of a recorded run", _plot_args, _plot),
     "export": ("export a recorded run to another format", _export_args, _export),
     "summary": ("list the traces of a recorded run", _file_arg, _summary),

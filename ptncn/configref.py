@@ -184,6 +184,20 @@ MODEL = {
                            "into the run file",
     },
 }
+MODEL["learned_neuron"] = {
+    "hidden": "layer sizes of network b",
+    "variant": "what the activation network a carries per unit: \"memory\" (gated memory) "
+               "or \"recurrent\" (its own hidden state)",
+    "n_m": "values each unit carries (integer >= 0)",
+    "a_hidden": "hidden units of the activation network a (integer >= 1)",
+    "neuron": "\"mlp\": the activation network a; \"tanh\": the fixed tanh neuron",
+    "theta_a": "parameters of a: numbers, the path of a theta file, or unset (drawn from "
+               "the seed)",
+    "recurrent_b": "feed each layer its own previous output",
+    "wght_sd": "initial weights ~ N(0, wght_sd^2 / fan-in)",
+    "clip": "gradient-norm clipping (0: off)",
+    "dtype": "floating-point type of the computation",
+}
 for _name in ("rtrl", "uoro", "nobacktrack", "tbptt", "bptt"):
     MODEL[_name] = MODEL["rnn"]
 MODEL["spiking_ptncn"] = {**MODEL["ptncn"], **MODEL["spiking_ptncn"]}
@@ -200,6 +214,10 @@ def _allowed() -> dict:
            ("spiking_ptncn", "target"): TARGETS,
            ("esn", "readout"): ("ridge", "rls"), ("esn", "out"): tuple(OUTS),
            ("esn", "dtype"): ("float32", "float64")}
+    from .learned_neuron import NEURONS, VARIANTS
+    out.update({("learned_neuron", "variant"): VARIANTS, ("learned_neuron", "neuron"): NEURONS,
+                ("learned_neuron", "out"): OUTS,
+                ("learned_neuron", "dtype"): ("float32", "float64")})
     for name in ("rtrl", "uoro", "nobacktrack", "tbptt", "bptt"):
         out.update({(name, "act"): ACTS, (name, "out"): OUTS,
                     (name, "dtype"): ("float32", "float64")})

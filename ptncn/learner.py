@@ -65,6 +65,7 @@ REGISTRY: dict[str, str | type] = {
     "bptt": "ptncn.baselines.bptt:BPTT",
     "esn": "ptncn.baselines.esn:ESN",
     "spiking_ptncn": "ptncn.spiking.model:SpikingPTNCN",
+    "learned_neuron": "ptncn.learned_neuron:LearnedNeuron",
 }
 
 

@@ -37,11 +37,13 @@ SMALL = {
     "bptt": dict(hidden=6),
     "esn": dict(hidden=20),
     "spiking_ptncn": dict(hidden=(4, 3), window_ms=20.0, target="numpy"),
+    "learned_neuron": dict(hidden=(4, 3), n_m=2, a_hidden=3),
 }
 #: further variants worth covering (name, extra settings)
 VARIANTS = [("ptncn", dict(engine="reference", K=2, temporal_error_rule=True)),
             ("ptncn", dict(act="stochastic_binary", optimizer="adam", lr=0.01)),
-            ("esn", dict(readout="rls", hidden=20))]
+            ("esn", dict(readout="rls", hidden=20)),
+            ("learned_neuron", dict(variant="recurrent", recurrent_b=True))]
 EXTRAS = {"esn": "reservoirpy", "spiking_ptncn": "brian2"}
 
 
