@@ -1,16 +1,21 @@
 """The learned neuron on bit repetition: evolve ``a``, then compare ``b`` with it.
 
-    python analysis/learned_neuron_study.py --out DIR [--bits 3 5] [--generations 40]
-        [--popsize 12] [--budget-s 20] [--seeds 5] [--workers 2]
+    python analysis/learned_neuron_study.py --out DIR [--bits 3 5] [--evolve-bits 3]
+        [--generations 60] [--popsize 12] [--budget-s 20] [--seeds 5] [--workers 2]
+        [--transfer]
 
 1. ``ptncn evolve`` (CMA-ES) finds ``theta_a`` for each variant ("memory",
-   "recurrent") and each bit count: ``b`` = two layers of 10 units with ``a`` as
-   activation, trained from scratch by Adam for each candidate.
+   "recurrent") on ``--evolve-bits`` bits: ``b`` = two layers of 10 units with
+   ``a`` as activation, trained from scratch by Adam (2,048 sequences) for each
+   candidate, scored on 128 held-out sequences.
 2. For each bit count in ``--bits`` a study (:mod:`ptncn.sweep.study`): ``b`` with
    each evolved ``a``, the same ``b`` with tanh units trained by the same one-step
    backprop (TBPTT(1)), BPTT, P-TNCN and the ESN; every learner tunes its learning
    rate (the ESN its leak) on validation with equal budgets, then runs ``--seeds``
    seeds of its best configuration, scored on test (bit accuracy of the recall).
+3. With ``--transfer``: the evolved memory neuron in a
+   bigger ``b`` (one layer of 128 units) on PTB-char next-character prediction,
+   against tanh units with the same one-step backprop, at equal budgets (BPC).
 
 Writes ``DIR/evolve-<variant>-bits<n>/`` (``ptncn evolve``'s outputs), ``DIR/studies/`` (the
 study files) and ``DIR/bits<n>/`` (each study's table ``study.md`` and figure), and
@@ -40,7 +45,7 @@ sigma0 = 0.3
 seed = 0
 n_bits = {bits}
 batch = 16
-train_sequences = 512
+train_sequences = 2048
 eval_sequences = 128
 
 [model]
@@ -97,6 +102,23 @@ batches = 500
     return task, study
 
 
+def transfer_config(theta: str, budget_s: float, seeds: int) -> str:
+    """A study on PTB-char (h = 250 task file): ``b`` with one layer of 128 units, with
+    the evolved ``a`` (memory variant) vs tanh units, both by one-step backprop."""
+    ln = ('learner = "learned_neuron", out = "softmax", hidden = [128], n_m = '
+          f'{NEURON["n_m"]}, a_hidden = {NEURON["a_hidden"]}')
+    grid = 'grid = {"optimizer.lr" = [0.001, 0.003, 0.01]}'
+    base = os.path.join(ROOT, "models", "ptb_char_small.toml")
+    return (f'name = "transfer_ptb_char"\nbase = "{base}"\n'
+            'set = ["train.eval_every=0", "train.final_eval_batches=10", '
+            '"train.checkpoint_every=0", \'record.traces=["loss"]\']\n'
+            f'budget_s = {budget_s}\nmetric = "bpc"\ntune_seeds = 1\nfinal_seeds = {seeds}\n\n'
+            f'[learners.memory_neuron]\nmodel = {{{ln}, variant = "memory", theta_a = "{theta}"}}\n'
+            f'optimizer = {{name = "adam"}}\n{grid}\n\n'
+            f'[learners.tanh_one_step]\nmodel = {{{ln}, neuron = "tanh"}}\n'
+            f'optimizer = {{name = "adam"}}\n{grid}\n')
+
+
 def run(cmd: list[str]) -> None:
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
@@ -124,20 +146,29 @@ def evolve(out: str, variant: str, bits: int, args) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--bits", type=int, nargs="+", default=[3, 5])
-    ap.add_argument("--generations", type=int, default=40)
+    ap.add_argument("--bits", type=int, nargs="*", default=[3, 5])
+    ap.add_argument("--evolve-bits", type=int, default=3,
+                    help="the bit count a is evolved on (used for every --bits)")
+    ap.add_argument("--generations", type=int, default=60)
     ap.add_argument("--popsize", type=int, default=12)
     ap.add_argument("--budget-s", type=float, default=20)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--transfer", action="store_true",
+                    help="also the PTB-char transfer study (the evolved memory neuron)")
+    ap.add_argument("--transfer-budget-s", type=float, default=60)
     args = ap.parse_args(argv)
     out = os.path.abspath(args.out)
     studies = []
+    thetas = {v: evolve(out, v, args.evolve_bits, args) for v in ("memory", "recurrent")}
     for bits in args.bits:
-        thetas = {v: evolve(out, v, bits, args) for v in ("memory", "recurrent")}
         task, study = study_config(bits, thetas, args.budget_s, args.seeds)
         write(os.path.join(out, "studies", f"bits{bits}_task.toml"), task)
         studies.append(write(os.path.join(out, "studies", f"bits{bits}.toml"), study))
+    if args.transfer:
+        studies.append(write(os.path.join(out, "studies", "transfer_ptb_char.toml"),
+                             transfer_config(thetas["memory"], args.transfer_budget_s,
+                                             args.seeds)))
     run([sys.executable, os.path.join(ROOT, "analysis", "compare_baselines.py"), *studies,
          "--out", out, "--workers", str(args.workers)])
 

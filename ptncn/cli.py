@@ -220,16 +220,20 @@ def _zeroshot(args) -> int:
                                                 scheduler=args.scheduler))
 
 
+def _where_args(p, workers: int, help_workers: str) -> None:
+    """``--workers N`` (default ``workers``) or ``--scheduler ADDR``, not both."""
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_int_at_least(0), default=workers, help=help_workers)
+    where.add_argument("--scheduler", default=None,
+                       help="address of a running Dask scheduler (tcp://host:port)")
+
+
 def _zeroshot_args(p) -> None:
     p.add_argument("config", help="a zero-shot config (models/zeroshot_*.toml)")
     p.add_argument("--out", default=None, help="output folder (default runs/<name>)")
     p.add_argument("--data-dir", default=None)
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=_int_at_least(0), default=0,
-                       help="local worker processes, one seed each at a time "
-                            "(default 0 = in this process)")
-    where.add_argument("--scheduler", default=None,
-                       help="address of a running Dask scheduler (tcp://host:port)")
+    _where_args(p, 0, "local worker processes, one seed each at a time "
+                      "(default 0 = in this process)")
     _set_option(p, metavar="KEY=VALUE",
                 help="zeroshot.seeds=[1,2], or section.key=value for both task configs")
 
@@ -261,11 +265,7 @@ def _sweep(args) -> int:
 def _sweep_args(p) -> None:
     p.add_argument("spec", help="a sweep spec (TOML: base config, [sweep] grid/random/seeds)")
     p.add_argument("--out", required=True, help="the sweep's folder")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=_int_at_least(0), default=1,
-                       help="local worker processes (default 1; 0 = in this process)")
-    where.add_argument("--scheduler", default=None,
-                       help="address of a running Dask scheduler (tcp://host:port)")
+    _where_args(p, 1, "local worker processes (default 1; 0 = in this process)")
     p.add_argument("--resume", action="store_true",
                    help="continue the sweep in --out (a re-run of the same command does too)")
     p.add_argument("--retries", type=_int_at_least(0), default=2,
@@ -296,12 +296,8 @@ def _evolve(args) -> int:
 def _evolve_args(p) -> None:
     p.add_argument("config", help="an evolve config (TOML: [evolve], [model])")
     p.add_argument("--out", required=True, help="the run's folder")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=_int_at_least(0), default=0,
-                       help="local worker processes evaluating candidates "
-                            "(default 0 = in this process)")
-    where.add_argument("--scheduler", default=None,
-                       help="address of a running Dask scheduler (tcp://host:port)")
+    _where_args(p, 0, "local worker processes evaluating candidates "
+                      "(default 0 = in this process)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last finished generation")
     p.add_argument("--no-plots", action="store_true")
