@@ -154,6 +154,8 @@ MODEL = {
         "kalman": "smooth the gradient estimate",
         "smoothing": "gain of the smoothing, in (0, 1]",
         "k": "truncation: steps back-propagated through (integer >= 1)",
+        "k_schedule": ("TBPTT's truncation over the updates: [[update, k], ...] from update 0, "
+                       "or {start, end, over, kind = linear|geometric} (replaces k)"),
     },
     "esn": {
         "hidden": "reservoir units",

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..learner import Updates
+from ..learner import Quantity, Updates, rows
 from . import rnn
 from .gradient import GradientConfig, GradientLearner, GradientState
 
@@ -86,16 +86,61 @@ class TapeState(GradientState):
     pending: int
 
 
+def _positive_int(v) -> bool:
+    return (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) and v >= 1
+
+
+def check_k_schedule(schedule):
+    """``schedule`` checked and normalised (ValueError naming the problem): None; a
+    list of ``[update, k]`` steps (``k`` from that many updates on; the first at
+    update 0, updates increasing); or ``{start, end, over, kind}``, k growing from
+    ``start`` to ``end`` over ``over`` updates, ``kind`` "linear" (default) or
+    "geometric"."""
+    if schedule is None:
+        return None
+    if isinstance(schedule, dict):
+        unknown = set(schedule) - {"start", "end", "over", "kind"}
+        kind = schedule.get("kind", "linear")
+        if unknown or kind not in ("linear", "geometric") or not all(
+                _positive_int(schedule.get(k)) for k in ("start", "end", "over")):
+            raise ValueError("k_schedule: expected {start, end, over} positive integers and "
+                             f"kind 'linear' or 'geometric', got {schedule!r}")
+        return {**schedule, "kind": kind}
+    steps = [list(s) for s in schedule] if isinstance(schedule, (list, tuple)) else None
+    if (not steps or any(len(s) != 2 or not _positive_int(s[1]) or isinstance(s[0], bool)
+                         or not isinstance(s[0], (int, np.integer)) for s in steps)
+            or steps[0][0] != 0 or any(a[0] >= b[0] for a, b in zip(steps, steps[1:]))):
+        raise ValueError("k_schedule: expected a list of [update, k] (updates from 0, "
+                         f"increasing; k integers >= 1), got {schedule!r}")
+    return [[int(u), int(k)] for u, k in steps]
+
+
+def k_at(schedule, updates: int, default: int) -> int:
+    """The truncation after ``updates`` updates under ``schedule`` (None: ``default``)."""
+    if schedule is None:
+        return default
+    if isinstance(schedule, dict):
+        a, b, n = schedule["start"], schedule["end"], schedule["over"]
+        f = min(updates, n) / n
+        k = a * (b / a) ** f if schedule["kind"] == "geometric" else a + (b - a) * f
+        return max(1, int(round(k)))
+    return next(k for u, k in reversed(schedule) if updates >= u)
+
+
 @dataclass
 class TBPTTConfig(GradientConfig):
-    """The shared RNN's options and the truncation ``k``."""
+    """The shared RNN's options, the truncation ``k`` and, optionally, a schedule of
+    it over the updates (``k_schedule``, see :func:`check_k_schedule`; it replaces
+    ``k``)."""
 
     k: int = 10
+    k_schedule: list | dict | None = None
 
     def __post_init__(self):
         if isinstance(self.k, bool) or int(self.k) != self.k or self.k < 1:
             raise ValueError(f"k (truncation) must be an integer >= 1, got {self.k!r}")
         self.k = int(self.k)
+        self.k_schedule = check_k_schedule(self.k_schedule)
         super().__post_init__()
 
 
@@ -138,14 +183,25 @@ class _Taped(GradientLearner):
 
 
 class TBPTT(_Taped):
-    """Truncated BPTT: an update every ``k`` steps through the last k transitions."""
+    """Truncated BPTT: an update every ``k`` steps through the last k transitions; with
+    ``k_schedule``, k follows the number of updates made (the optimizer's step count,
+    saved and resumed with the model)."""
 
     name = "tbptt"
     Config = TBPTTConfig
 
     @property
     def window(self) -> int:
-        return self.config.k
+        return k_at(self.config.k_schedule, self.optimizer.t, self.config.k)
+
+    def quantity_table(self) -> dict[str, Quantity]:
+        return {**super().quantity_table(),
+                "k": Quantity(rows(1), "truncation k in force at this step", "steps")}
+
+    def _step(self, params, state, x, m, learn):
+        nxt, q, updates = super()._step(params, state, x, m, learn)
+        q["k"] = np.full((x.shape[0], 1), self.window, self.dtype)
+        return nxt, q, updates
 
 
 class BPTT(_Taped):
