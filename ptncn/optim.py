@@ -262,8 +262,7 @@ class Optimizer:
 
     def _apply_dense(self, fused, blk, parts, views, kernels) -> None:
         if fused:
-            for name, a, b, g, scale, _ in parts:
-                self._fused(blk, a, b, g, scale, kernels)
+            self._fused(blk, parts, kernels)
             return
         grads = {}
         for name, a, b, g, scale, _ in parts:
@@ -271,9 +270,9 @@ class Optimizer:
             grads[name] = np.multiply(g, np.float32(scale), out=buf)
         self.apply(views, grads)
 
-    def _fused(self, blk, a: int, b: int, g, scale: float, kernels) -> None:  # pragma: no cover
-        """Update rows ``a:b`` of ``blk.array`` by the direction ``scale * g`` with one
-        kernel pass (where ``fused``)."""
+    def _fused(self, blk, parts, kernels) -> None:  # pragma: no cover
+        """Update the rows ``a:b`` of ``blk.array`` of each part ``(name, a, b, g, scale,
+        bound)`` by the direction ``scale * g``, one kernel pass each (where ``fused``)."""
         raise NotImplementedError
 
     def stacked_slot(self, slot: str, blk) -> np.ndarray:
@@ -311,8 +310,9 @@ class SGD(Optimizer):
     def _grow(self, b, g):
         return {"p": b["p"] + self.lr * g}
 
-    def _fused(self, blk, a, b, g, scale, kernels):
-        kernels.sgd(blk.array[a:b], g, scale, self.lr)
+    def _fused(self, blk, parts, kernels):
+        for _, a, b, g, scale, _ in parts:
+            kernels.sgd(blk.array[a:b], g, scale, self.lr)
 
     def _update(self, key, p, g):
         g *= np.float32(self.lr)
@@ -335,9 +335,10 @@ class Momentum(Optimizer):
         a = abs(self.momentum) * b["accum"] + g
         return {"p": b["p"] + self.lr * a, "accum": a}
 
-    def _fused(self, blk, a, b, g, scale, kernels):
+    def _fused(self, blk, parts, kernels):
         acc = self.stacked_slot("accum", blk)
-        kernels.momentum(blk.array[a:b], acc[a:b], g, scale, self.lr, self.momentum)
+        for _, a, b, g, scale, _ in parts:
+            kernels.momentum(blk.array[a:b], acc[a:b], g, scale, self.lr, self.momentum)
 
     def _update(self, key, p, g):
         a = self._slot("accum", key, p)
@@ -358,9 +359,10 @@ class Nesterov(Momentum):
         step = g + mu * a              # p -= lr (g + mu a)
         return {"p": b["p"] + self.lr * step, "accum": a}
 
-    def _fused(self, blk, a, b, g, scale, kernels):
+    def _fused(self, blk, parts, kernels):
         acc = self.stacked_slot("accum", blk)
-        kernels.nesterov(blk.array[a:b], acc[a:b], g, scale, self.lr, self.momentum)
+        for _, a, b, g, scale, _ in parts:
+            kernels.nesterov(blk.array[a:b], acc[a:b], g, scale, self.lr, self.momentum)
 
     def _update(self, key, p, g):
         a = self._slot("accum", key, p)
