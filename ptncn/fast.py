@@ -106,7 +106,7 @@ class DenseUpdates(Mapping):
     def norm(self, key) -> float:
         """Frobenius norm of ``self[key]`` (without forming it)."""
         g, s = self.table[key]
-        return abs(s) * float(np.sqrt(max(self.kernels.sq_norm(g), 0.0)))
+        return abs(s) * _root(self.kernels.sq_norm(g))
 
     def first_nonfinite(self) -> str | None:
         """With clipping, a non-finite update shows in its norm (a sum of squares);
