@@ -156,6 +156,8 @@ MODEL = {
         "k": "truncation: steps back-propagated through (integer >= 1)",
         "k_schedule": ("TBPTT's truncation over the updates: [[update, k], ...] from update 0, "
                        "or {start, end, over, kind = linear|geometric} (replaces k)"),
+        "cell": "recurrent cell: \"rnn\" (vanilla) or \"lstm\" (tbptt, bptt, sab; its "
+                "nonlinearities are fixed: leave act and leak at their defaults)",
     },
     "esn": {
         "hidden": "reservoir units",
@@ -200,6 +202,14 @@ MODEL["learned_neuron"] = {
     "clip": "gradient-norm clipping (0: off)",
     "dtype": "floating-point type of the computation",
 }
+MODEL["window"] = {
+    "w": "window length: the network sees the last w inputs (integer >= 1)",
+    "hidden": "hidden units of the feed-forward network (0: none, a linear or softmax "
+              "regression on the window)",
+    "act": "hidden activation",
+    "clip": "gradient-norm clipping (0: off)",
+    "dtype": "floating-point type of the computation",
+}
 for _name in ("rtrl", "uoro", "nobacktrack", "tbptt", "bptt"):
     MODEL[_name] = MODEL["rnn"]
 MODEL["spiking_ptncn"] = {**MODEL["ptncn"], **MODEL["spiking_ptncn"]}
@@ -208,7 +218,7 @@ MODEL["spiking_ptncn"] = {**MODEL["ptncn"], **MODEL["spiking_ptncn"]}
 def _allowed() -> dict:
     """(learner, field) -> the names it accepts, from the modules that check them."""
     from .activations import ACTIVATIONS, OUTPUTS
-    from .baselines.rnn import ACTS, OUTS
+    from .baselines.rnn import ACTS, CELLS, OUTS
     from .ptncn import ENGINES
     from .spiking.config import TARGETS
     out = {("ptncn", "act"): tuple(ACTIVATIONS), ("ptncn", "out"): tuple(OUTPUTS),
@@ -216,13 +226,16 @@ def _allowed() -> dict:
            ("spiking_ptncn", "target"): TARGETS,
            ("esn", "readout"): ("ridge", "rls"), ("esn", "out"): tuple(OUTS),
            ("esn", "dtype"): ("float32", "float64")}
+    out.update({("window", "act"): ACTS, ("window", "out"): OUTS,
+                ("window", "dtype"): ("float32", "float64")})
     from .learned_neuron import NEURONS, VARIANTS
     out.update({("learned_neuron", "variant"): VARIANTS, ("learned_neuron", "neuron"): NEURONS,
                 ("learned_neuron", "out"): OUTS,
                 ("learned_neuron", "dtype"): ("float32", "float64")})
     for name in ("rtrl", "uoro", "nobacktrack", "tbptt", "bptt"):
         out.update({(name, "act"): ACTS, (name, "out"): OUTS,
-                    (name, "dtype"): ("float32", "float64")})
+                    (name, "dtype"): ("float32", "float64"),
+                    (name, "cell"): CELLS if name in ("tbptt", "bptt") else ("rnn",)})
     return out
 
 

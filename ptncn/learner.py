@@ -64,6 +64,7 @@ REGISTRY: dict[str, str | type] = {
     "tbptt": "ptncn.baselines.bptt:TBPTT",
     "bptt": "ptncn.baselines.bptt:BPTT",
     "esn": "ptncn.baselines.esn:ESN",
+    "window": "ptncn.baselines.window:Window",
     "spiking_ptncn": "ptncn.spiking.model:SpikingPTNCN",
     "learned_neuron": "ptncn.learned_neuron:LearnedNeuron",
 }

@@ -84,7 +84,7 @@ def _rel(a, b):
 def test_bptt_matches_central_finite_differences(out, act):
     xs, ms = _data(1)
     m = _make(BPTT, out=out, act=act)
-    g = backward(m.params, _tape(m, xs, ms), T)
+    g = backward(m.cell, m.params, _tape(m, xs, ms), T)
     p = m.params.copy()
     cfg = m.config
     e = 1e-6
@@ -110,7 +110,7 @@ def test_rtrl_gradient_equals_bptt_of_the_same_step_loss_at_every_step(out):
         m.step(xs[t], ms[t])
         # BPTT of L_t alone: the records up to t, only the last one's loss
         only_t = [Record(r.do if i == t else None, r.tr) for i, r in enumerate(recs[:t + 1])]
-        want = backward(m.params, only_t, 1)
+        want = backward(m.cell, m.params, only_t, 1)
         for k in m.params:
             got = m.quantity(f"d{k}")
             assert _rel(got, want[k]) < 1e-8, (t, k, _rel(got, want[k]))
@@ -161,7 +161,7 @@ def test_tbptt_windows_are_non_overlapping_and_cut_the_gradient():
             got.append((t, {k: m.quantity(f"d{k}") for k in m.params}))
     assert [t for t, _ in got] == [2, 5]
     recs = _tape(m, xs, ms)
-    want = backward(m.params, recs[2:6], 3)          # transitions 2..4, losses 3..5
+    want = backward(m.cell, m.params, recs[2:6], 3)          # transitions 2..4, losses 3..5
     for k in m.params:
         assert _rel(got[1][1][k], want[k]) < 1e-12, k
     # finite differences: perturb theta only in steps 2..5 (h_1 fixed)

@@ -36,6 +36,7 @@ SMALL = {
     "tbptt": dict(hidden=6, k=3),
     "bptt": dict(hidden=6),
     "esn": dict(hidden=20),
+    "window": dict(hidden=6, w=2),
     "spiking_ptncn": dict(hidden=(4, 3), window_ms=20.0, target="numpy"),
     "learned_neuron": dict(hidden=(4, 3), n_m=2, a_hidden=3),
 }
@@ -43,7 +44,10 @@ SMALL = {
 VARIANTS = [("ptncn", dict(engine="reference", K=2, temporal_error_rule=True)),
             ("ptncn", dict(act="stochastic_binary", optimizer="adam", lr=0.01)),
             ("esn", dict(readout="rls", hidden=20)),
-            ("learned_neuron", dict(variant="recurrent", recurrent_b=True))]
+            ("window", dict(hidden=0, w=3)),
+            ("learned_neuron", dict(variant="recurrent", recurrent_b=True)),
+            ("tbptt", dict(cell="lstm")),
+            ("bptt", dict(cell="lstm"))]
 EXTRAS = {"esn": "reservoirpy", "spiking_ptncn": "brian2"}
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..learner import Quantity, Updates, rows
-from . import rnn
+from . import lstm, rnn
 from .gradient import GradientConfig, GradientLearner, GradientState
 
 
@@ -46,12 +46,15 @@ class Record:
     tr: rnn.Transition
 
 
-def backward(params: dict, records: list[Record], n_window: int) -> dict[str, np.ndarray] | None:
+def backward(cell, params: dict, records: list[Record],
+             n_window: int) -> dict[str, np.ndarray] | None:
     """Gradient of the summed losses of the last ``n_window`` records, back-propagated
-    through the transitions of the records before each loss (all taped ones): see the
-    module docstring.  None if no record of the window has a loss."""
+    through the transitions (of ``cell``, :func:`~ptncn.baselines.gradient.cell_module`)
+    of the records before each loss (all taped ones): see the module docstring.  None if
+    no record of the window has a loss."""
     L = len(records)
     W_out, dtype = params["W_out"], params["W_out"].dtype
+    H = W_out.shape[0]
     grads = {k: np.zeros_like(v) for k, v in params.items()}
     u = None
     any_loss = False
@@ -59,18 +62,17 @@ def backward(params: dict, records: list[Record], n_window: int) -> dict[str, np
         rec = records[i]
         if i >= L - n_window and rec.do is not None:
             any_loss = True
-            h_prev = rec.tr.h_prev
-            grads["W_out"] += h_prev.T @ rec.do
+            grads["W_out"] += rec.tr.h_prev[:, :H].T @ rec.do
             grads["c"] += rec.do.sum(axis=0)
-            gh = rec.do @ W_out.T
-            u = gh if u is None else u + gh
+            if u is None:
+                u = np.zeros_like(rec.tr.h_prev)
+            u[:, :H] += rec.do @ W_out.T
         if u is None or i == 0:
             continue
-        prev = records[i - 1].tr            # the transition that produced h_{i-1}
-        for k, g in rnn.vjp_params(prev, u).items():
-            grads[k] += g
-        if i - 1 > 0:
-            u = rnn.vjp_state(params, prev, u)
+        # through the transition that produced h_{i-1}
+        g, u = cell.vjp(params, records[i - 1].tr, u, state=i - 1 > 0)
+        for k, v in g.items():
+            grads[k] += v
     if not any_loss:
         return None
     return {k: np.ascontiguousarray(g, dtype=dtype) for k, g in grads.items()}
@@ -153,7 +155,7 @@ class _Taped(GradientLearner):
     """A learner that tapes its steps and back-propagates through them."""
 
     State = TapeState
-    state_types = (Record, rnn.Transition)
+    state_types = (Record, rnn.Transition, lstm.LSTMTransition)
 
     @property
     def window(self) -> int:
@@ -168,7 +170,7 @@ class _Taped(GradientLearner):
         pending = state.pending + 1
         if pending < self.window:
             return None, {"tape": tape, "pending": pending}
-        grads = backward(params, tape, pending)
+        grads = backward(self.cell, params, tape, pending)
         return (None if grads is None else Updates(grads)), {"tape": tape[-1:], "pending": 0}
 
     def end_sequence(self, learn: bool = True) -> None:
@@ -176,7 +178,7 @@ class _Taped(GradientLearner):
         if s is None:
             return
         if learn and s.pending > 0:
-            grads = backward(self.params, s.tape, s.pending)
+            grads = backward(self.cell, self.params, s.tape, s.pending)
             if grads is not None:
                 self._commit_gradient(grads, "at the end of the sequence")
         self.state = dataclasses.replace(s, **self._carry(s.h.shape[0]))

@@ -31,7 +31,14 @@ import numpy as np
 
 from ..learner import Learner, LearnerConfig, Quantity, Updates, rows
 from ..optim import clip_grad_norm
-from . import rnn
+from . import lstm, rnn
+
+
+def cell_module(cfg: rnn.RNNConfig):
+    """The module of ``cfg.cell``'s equations: :mod:`~ptncn.baselines.rnn` or
+    :mod:`~ptncn.baselines.lstm` (the same functions: ``state_size``, ``param_shapes``,
+    ``init_params``, ``transition``, ``vjp``)."""
+    return lstm if cfg.cell == "lstm" else rnn
 
 
 @dataclass
@@ -54,8 +61,10 @@ class GradientConfig(rnn.RNNConfig, LearnerConfig):
 
 @dataclass
 class GradientState:
-    """What every method carries: the state ``h`` (B, H) and the step ``t`` of the
-    current sequences; subclasses add the method's learning state."""
+    """What every method carries: the state ``h`` and the step ``t`` of the current
+    sequences; subclasses add the method's learning state.  ``h`` is the cell's whole
+    state: (B, H) for the vanilla cell, (B, 2H) = [h, c] for the LSTM; the readout
+    reads its first H columns."""
 
     h: np.ndarray
     t: int
@@ -77,12 +86,16 @@ class GradientLearner(Learner):
     def dtype(self) -> np.dtype:
         return self.config.np_dtype
 
+    @property
+    def cell(self):
+        """The cell's equations (:func:`cell_module`)."""
+        return cell_module(self.config)
+
     def _build(self) -> dict[str, np.ndarray]:
-        return rnn.init_params(self.config, self.rng)
+        return self.cell.init_params(self.config, self.rng)
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        X, H = self.config.x_dim, self.config.hidden
-        return {"W_in": (X, H), "W_rec": (H, H), "b": (H,), "W_out": (H, X), "c": (X,)}
+        return self.cell.param_shapes(self.config)
 
     def quantity_table(self) -> dict[str, Quantity]:
         X, H = self.config.x_dim, self.config.hidden
@@ -90,11 +103,20 @@ class GradientLearner(Learner):
                               "input units"),
                 "x_mu": Quantity(rows(X), "prediction of x_t made from h_{t-1} before seeing it",
                                  "output units"),
-                "h": Quantity(rows(H), "recurrent state h_t after the step", "activation")}
+                "h": Quantity(rows(H), "recurrent state h_t after the step", "activation"),
+                **({"cell": Quantity(rows(H), "LSTM memory cell c_t after the step",
+                                     "activation")} if self.config.cell == "lstm" else {})}
 
     def init_state(self, batch: int):
-        return self.State(h=np.zeros((batch, self.config.hidden), self.dtype), t=0,
-                          **self._carry(batch))
+        return self.State(h=np.zeros((batch, self.cell.state_size(self.config)), self.dtype),
+                          t=0, **self._carry(batch))
+
+    def _quantities(self, x, y, s) -> dict[str, np.ndarray]:
+        H = self.config.hidden
+        q = {"x": x, "x_mu": y, "h": s[:, :H]}
+        if s.shape[1] > H:
+            q["cell"] = s[:, H:]
+        return q
 
     # -- what a method writes ----------------------------------------------------------
     def _carry(self, batch: int) -> dict:
@@ -113,10 +135,10 @@ class GradientLearner(Learner):
     def _step(self, params, state, x, m, learn):
         cfg = self.config
         h_prev = state.h
-        logits = h_prev @ params["W_out"]
+        logits = h_prev[:, :cfg.hidden] @ params["W_out"]
         logits += params["c"]
         y = rnn.output(cfg.out, logits)
-        h, tr = rnn.transition(cfg, params, h_prev, x, m)
+        h, tr = self.cell.transition(cfg, params, h_prev, x, m)
         updates = Updates()
         if learn:
             n = float(m.sum())
@@ -128,7 +150,7 @@ class GradientLearner(Learner):
                 updates = grads
         else:
             carry = self._carry(x.shape[0])
-        return self.State(h=h, t=state.t + 1, **carry), {"x": x, "x_mu": y, "h": h}, updates
+        return self.State(h=h, t=state.t + 1, **carry), self._quantities(x, y, h), updates
 
     def _commit_gradient(self, grads: dict[str, np.ndarray], where: str) -> None:
         """Clip and apply an update made outside ``step`` (whole-sequence methods);

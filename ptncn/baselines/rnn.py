@@ -36,6 +36,8 @@ from ..learner import check_positive_ints
 
 ACTS = ("tanh", "identity", "relu", "sigmoid")
 OUTS = ("softmax", "sigmoid", "identity")
+#: the recurrent cells: this module's vanilla one and :mod:`ptncn.baselines.lstm`
+CELLS = ("rnn", "lstm")
 
 
 @dataclass
@@ -47,6 +49,10 @@ class RNNConfig:
     out: str = "softmax"
     init_scale: float = 1.0
     dtype: str = "float32"
+    cell: str = "rnn"
+
+    #: the cells a learner's method is written for (forward-mode ones: the vanilla cell)
+    cells = CELLS
 
     def __post_init__(self):
         check_positive_ints(self, "x_dim", "hidden")
@@ -63,10 +69,33 @@ class RNNConfig:
             raise ValueError(f"init_scale must be a finite number >= 0, got {self.init_scale}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        self._check_cell()
+
+    def _check_cell(self):
+        if self.cell in CELLS and self.cell not in self.cells:
+            raise ValueError(f"cell = {self.cell!r} is not available for this learner: its "
+                             f"method is written for {', '.join(self.cells)}; tbptt, bptt "
+                             "and sab run every cell")
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        if self.cell == "lstm" and (self.act != "tanh" or self.leak != 1.0):
+            raise ValueError("the lstm cell has its own fixed nonlinearities and no leak: "
+                             f"leave act = 'tanh' and leak = 1, got act = {self.act!r}, "
+                             f"leak = {self.leak!r}")
 
     @property
     def np_dtype(self):
         return np.dtype(self.dtype)
+
+
+def state_size(cfg: RNNConfig) -> int:
+    """Width of the carried state: h."""
+    return cfg.hidden
+
+
+def param_shapes(cfg: RNNConfig) -> dict[str, tuple[int, ...]]:
+    X, H = cfg.x_dim, cfg.hidden
+    return {"W_in": (X, H), "W_rec": (H, H), "b": (H,), "W_out": (H, X), "c": (X,)}
 
 
 def rec_size(cfg: RNNConfig) -> int:
@@ -179,6 +208,14 @@ def vjp_params(tr: Transition, u: np.ndarray) -> dict[str, np.ndarray]:
     """u (dh_t/dtheta_rec), summed over the batch rows."""
     da = tr.D * u
     return {"W_in": tr.x.T @ da, "W_rec": tr.h_prev.T @ da, "b": da.sum(axis=0)}
+
+
+def vjp(p: dict, tr: Transition, u: np.ndarray,
+        state: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """(:func:`vjp_params`, :func:`vjp_state` or None when not ``state``) sharing D*u."""
+    da = tr.D * u
+    grads = {"W_in": tr.x.T @ da, "W_rec": tr.h_prev.T @ da, "b": da.sum(axis=0)}
+    return grads, (tr.r * u + da @ p["W_rec"].T) if state else None
 
 
 def vjp_params_rows(tr: Transition, u: np.ndarray) -> np.ndarray:

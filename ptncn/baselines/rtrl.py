@@ -34,6 +34,7 @@ class RTRLConfig(GradientConfig):
     """The shared RNN's options and ``max_memory_gb``, the largest sensitivity tensor allowed."""
 
     max_memory_gb: float = 4.0
+    cells = ("rnn",)
 
     def __post_init__(self):
         if not np.isfinite(self.max_memory_gb) or self.max_memory_gb <= 0:

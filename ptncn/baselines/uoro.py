@@ -34,6 +34,7 @@ class UOROConfig(GradientConfig):
     """The shared RNN's options and ``eps``, the normalisers' regulariser."""
 
     eps: float = 1e-7
+    cells = ("rnn",)
 
     def __post_init__(self):
         if not np.isfinite(self.eps) or self.eps <= 0:
