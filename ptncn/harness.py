@@ -27,7 +27,10 @@ Splits: periodic evaluation, ``best.npz`` and ``metrics["final"]`` / ``["best"]`
 (``train.eval_split``, default the task's ``default_eval_split``: "valid" for PTB and
 the bouncing-digit tasks).  The test split is read only after training has ended:
 ``metrics["test"]`` holds the final and the best model scored on it
-(``{"split": "test", "final": ..., "best": ..., "baselines": ...}``).
+(``{"split": "test", "final": ..., "best": ..., "baselines": ...}``).  Each entry of
+``metrics["history"]`` is one periodic evaluation with where training stood:
+``batch``, ``step``, ``tokens`` (scored training tokens or frames so far) and
+``seconds`` since the start of training.
 """
 
 from __future__ import annotations
@@ -588,7 +591,8 @@ def _batch_end(tr: dict, eval_task, split: str, paths: dict, best: dict, history
             t = time.perf_counter()
             m = evaluate(sim.learner, eval_task, tr["eval_batches"])
             cost.evaluated(m["batches"], time.perf_counter() - t)
-            m.update(batch=b + 1, step=sim.step, seconds=time.perf_counter() - cost.t0)
+            m.update(batch=b + 1, step=sim.step, tokens=sim.tokens,
+                     seconds=time.perf_counter() - cost.t0)
             history.append(json.loads(json.dumps(m, default=float)))
             log(_fmt(f"batch {b + 1} {split}", m))
             if sim.progress_bar is not None:

@@ -156,6 +156,7 @@ class Simulation:
         self.attrs = dict(attrs or {})
         self.position = (0, 0)        # (batch index, time step within it) of the next step
         self.step = 0                 # global step counter
+        self.tokens = 0.0             # scored rows (tokens, frames) stepped through so far
         self.on_step = None           # optional callback(sim) after every step (tests, tools)
         self.on_batch_end = None      # optional callback(sim, batch_index, mean_loss_nats)
         self.stop = False             # set (e.g. from a callback) to end after the current batch
@@ -170,7 +171,8 @@ class Simulation:
         b, t = self.position
         self.learner.save(self.checkpoint_path, include_state=True,
                           extra_meta={**self.checkpoint_meta, "position": [b, t],
-                                      "step": self.step, "n_batches": self.n_batches,
+                                      "step": self.step, "tokens": self.tokens,
+                                      "n_batches": self.n_batches,
                                       "data": self.task.identity()})
 
     @classmethod
@@ -192,6 +194,7 @@ class Simulation:
                   recorder=recorder, checkpoint_path=checkpoint_path, **kw)
         sim.position = tuple(meta["position"])
         sim.step = int(meta["step"])
+        sim.tokens = float(meta.get("tokens", 0.0))
         if recorder is not None and os.path.exists(recorder.path):
             from .record import open_recording
             sim._resume_from = open_recording(recorder.path)
@@ -257,6 +260,7 @@ class Simulation:
         if self.recorder is not None:
             self.recorder.after_step(self.step, self.learner, {"loss": step_loss})
         self.step += 1
+        self.tokens += s.scored
         result.steps += 1
         self.position = (s.batch, s.t + 1)
         if self.checkpoint_every and self.step % self.checkpoint_every == 0:

@@ -70,6 +70,10 @@ def test_train_writes_run_folder_and_metrics(tmp_path):
     assert saved["final"]["bpc"] == pytest.approx(m["final"]["bpc"])
     assert len(saved["history"]) == 2 and saved["train"]["steps"] == 48
     assert saved["split"] == "valid" and saved["test"]["split"] == "test"
+    # where training stood at each evaluation: the scored training tokens so far
+    task = make_task(cfg, "train")
+    per_batch = [float(task.batch(b).score.sum()) for b in range(6)]
+    assert [h["tokens"] for h in saved["history"]] == [sum(per_batch[:3]), sum(per_batch)]
 
 
 def test_evaluate_freezes_weights_and_matches_uniform_for_zero_output():
@@ -85,11 +89,13 @@ def test_evaluate_freezes_weights_and_matches_uniform_for_zero_output():
 
 
 def test_interrupted_train_resumes_bitwise(tmp_path):
-    cfg = validate({**BASE, "train": {"batches": 6, "checkpoint_every": 20}})
+    cfg = validate({**BASE, "train": {"batches": 6, "checkpoint_every": 20, "eval_every": 2,
+                                      "eval_batches": 1}})
     a = tmp_path / "a"
     train(cfg, out_dir=str(a), quiet=True, plots=False, log=lambda s: None)
     b = tmp_path / "b"
     cfg_short = validate({**BASE, "train": {"batches": 6, "checkpoint_every": 20,
+                                            "eval_every": 2, "eval_batches": 1,
                                             "time_budget_s": 1e-9}})
     train(cfg_short, out_dir=str(b), quiet=True, plots=False, log=lambda s: None)  # stops early
     assert (b / "run.ckpt.npz").exists()
@@ -97,6 +103,9 @@ def test_interrupted_train_resumes_bitwise(tmp_path):
     from ptncn import load
     fa, fb = load(a / "final.npz"), load(b / "final.npz")
     assert fb.steps_taken > 8
+    ha = json.loads((a / "metrics.json").read_text())["history"]
+    hb = json.loads((b / "metrics.json").read_text())["history"]
+    assert len(ha) == 3 and [h["tokens"] for h in hb] == [h["tokens"] for h in ha]
     for k in fa.params:
         np.testing.assert_array_equal(fa.params[k], fb.params[k])
 

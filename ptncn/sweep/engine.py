@@ -32,7 +32,7 @@ from .spec import RunPlan, Spec, plan_runs
 
 SCHEDULER_TIMEOUT_S = 10
 #: entries of an evaluation's scores that are not metrics (counts, where, when)
-NOT_METRICS = ("batches", "scored", "batch", "step", "seconds")
+NOT_METRICS = ("batches", "scored", "batch", "step", "tokens", "seconds")
 
 
 @dataclass
