@@ -29,8 +29,9 @@ the bouncing-digit tasks).  The test split is read only after training has ended
 ``metrics["test"]`` holds the final and the best model scored on it
 (``{"split": "test", "final": ..., "best": ..., "baselines": ...}``).  Each entry of
 ``metrics["history"]`` is one periodic evaluation with where training stood:
-``batch``, ``step``, ``tokens`` (scored training tokens or frames so far) and
-``seconds`` since the start of training.
+``batch``, ``step``, ``tokens`` (scored training tokens or frames so far),
+``seconds`` since the start of training and ``train_seconds``, those less the
+periodic evaluations (what ``train.time_budget_s`` limits).
 """
 
 from __future__ import annotations
@@ -584,7 +585,9 @@ def _mode(quiet: bool):
 def _batch_end(tr: dict, eval_task, split: str, paths: dict, best: dict, history: list,
                cost: "_EvalCost", log):
     """The training loop's ``on_batch_end``: evaluate every ``train.eval_every`` batches
-    (keeping ``best.npz`` and the history), and stop at the time budget."""
+    (keeping ``best.npz`` and the history), and stop at the time budget (training time:
+    the periodic evaluations do not count, so learners that evaluate more slowly are
+    not trained less)."""
     def batch_end(sim, b, mean_loss):
         cost.batch = b + 1
         if tr["eval_every"] and (b + 1) % tr["eval_every"] == 0:
@@ -592,7 +595,7 @@ def _batch_end(tr: dict, eval_task, split: str, paths: dict, best: dict, history
             m = evaluate(sim.learner, eval_task, tr["eval_batches"])
             cost.evaluated(m["batches"], time.perf_counter() - t)
             m.update(batch=b + 1, step=sim.step, tokens=sim.tokens,
-                     seconds=time.perf_counter() - cost.t0)
+                     seconds=time.perf_counter() - cost.t0, train_seconds=cost.train_s())
             history.append(json.loads(json.dumps(m, default=float)))
             log(_fmt(f"batch {b + 1} {split}", m))
             if sim.progress_bar is not None:
@@ -600,7 +603,7 @@ def _batch_end(tr: dict, eval_task, split: str, paths: dict, best: dict, history
             if m["loss"] < best["loss"]:
                 best.update(m)
                 sim.learner.save(paths["best"])
-        if tr["time_budget_s"] and time.perf_counter() - cost.t0 > tr["time_budget_s"]:
+        if tr["time_budget_s"] and cost.train_s() > tr["time_budget_s"]:
             sim.stop = True
     return batch_end
 
@@ -618,9 +621,17 @@ class _EvalCost:
                            if tr["eval_every"] else 0)
         self.n_final = 3 * len(first_batches(eval_task, tr["final_eval_batches"]))
         self.eval_s, self.eval_batches = 0.0, 0
+        self.progress = None
 
     def evaluated(self, batches: int, seconds: float) -> None:
         self.eval_s, self.eval_batches = self.eval_s + seconds, self.eval_batches + batches
+        if self.progress is not None and self.progress.deadline is not None:
+            self.progress.deadline += seconds        # evaluations do not use the budget
+
+    def train_s(self) -> float:
+        """Seconds spent training in this invocation: since the start, less the periodic
+        evaluations."""
+        return time.perf_counter() - self.t0 - self.eval_s
 
     def per_batch_s(self) -> float:
         if self.eval_batches:
@@ -639,9 +650,10 @@ class _EvalCost:
     def setup(self, progress) -> None:
         """Give ``progress`` (the loop's :class:`ptncn.progress.Progress`) these estimates
         and the time budget."""
+        self.progress = progress
         progress.extra_s, progress.after_deadline_s = self.left_s, self.final_s
         if self.tr["time_budget_s"]:
-            progress.deadline = self.t0 + self.tr["time_budget_s"]
+            progress.deadline = self.t0 + self.eval_s + self.tr["time_budget_s"]
 
 
 def _test_scores(cfg: dict, learner, paths: dict, task, split: str, eval_task, final: dict,

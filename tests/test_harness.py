@@ -151,3 +151,27 @@ def test_tasks_declare_split_metrics_and_baselines():
     cyc = make_task(validate(BASE), "test")
     uni = trivial_baselines(make_task(validate(BASE), "train"), cyc, 2)["unigram"]
     assert uni["bpc"] == pytest.approx(uni["loss"] / np.log(2)) and uni["loss"] > 0
+
+
+def test_time_budget_counts_training_not_periodic_evaluations(tmp_path, monkeypatch):
+    """Each evaluation's time is left out of train_seconds, the clock of the budget: a
+    run whose evaluations alone outlast the budget still trains to the end."""
+    import time as _time
+
+    import ptncn.harness as harness
+    real = harness.evaluate
+
+    def slow(*a, **kw):
+        _time.sleep(0.5)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(harness, "evaluate", slow)
+    cfg = validate({**BASE, "model": {"learner": "tbptt", "hidden": 8, "k": 2},
+                    "train": {"batches": 8, "eval_every": 1, "eval_batches": 1,
+                              "time_budget_s": 2.0},
+                    "record": {"traces": ["loss"]}})
+    m = train(cfg, out_dir=str(tmp_path), quiet=True, plots=False, log=lambda s: None)
+    h = m["history"]
+    for i, e in enumerate(h):
+        assert e["seconds"] - e["train_seconds"] >= 0.5 * (i + 1)
+    assert len(h) == 8 and h[-1]["seconds"] > 2.0    # wall time alone would have stopped it
