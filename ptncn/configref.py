@@ -45,7 +45,8 @@ TOP = {
 
 TRAIN = {
     "batches": "training batches to run",
-    "time_budget_s": "stop training after this many seconds of wall time (0: no budget)",
+    "time_budget_s": "stop training after this many seconds of training (wall time less "
+                     "the periodic evaluations; 0: no budget)",
     "eval_every": "evaluate on the selection split every N batches and keep the best model "
                   "in best.npz (0: no periodic evaluation)",
     "eval_batches": "batches of each periodic evaluation (0: the whole split)",
@@ -212,6 +213,13 @@ MODEL["window"] = {
 }
 for _name in ("rtrl", "uoro", "nobacktrack", "tbptt", "bptt"):
     MODEL[_name] = MODEL["rnn"]
+MODEL["sab"] = {
+    **MODEL["rnn"],
+    "k_trunc": "steps per update and truncation of the backtrack (integer >= 1)",
+    "k_att": "a state is stored in the memory every k_att steps (integer >= 1)",
+    "k_top": "memories attended per step (integer >= 1; more memories: sparse weights)",
+    "att_hidden": "hidden units of the attention MLP (integer >= 1)",
+}
 MODEL["spiking_ptncn"] = {**MODEL["ptncn"], **MODEL["spiking_ptncn"]}
 
 
@@ -232,10 +240,10 @@ def _allowed() -> dict:
     out.update({("learned_neuron", "variant"): VARIANTS, ("learned_neuron", "neuron"): NEURONS,
                 ("learned_neuron", "out"): OUTS,
                 ("learned_neuron", "dtype"): ("float32", "float64")})
-    for name in ("rtrl", "uoro", "nobacktrack", "tbptt", "bptt"):
+    for name in ("rtrl", "uoro", "nobacktrack", "tbptt", "bptt", "sab"):
         out.update({(name, "act"): ACTS, (name, "out"): OUTS,
                     (name, "dtype"): ("float32", "float64"),
-                    (name, "cell"): CELLS if name in ("tbptt", "bptt") else ("rnn",)})
+                    (name, "cell"): CELLS if name in ("tbptt", "bptt", "sab") else ("rnn",)})
     return out
 
 

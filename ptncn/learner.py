@@ -63,6 +63,7 @@ REGISTRY: dict[str, str | type] = {
     "nobacktrack": "ptncn.baselines.nobacktrack:NoBackTrack",
     "tbptt": "ptncn.baselines.bptt:TBPTT",
     "bptt": "ptncn.baselines.bptt:BPTT",
+    "sab": "ptncn.baselines.sab:SAB",
     "esn": "ptncn.baselines.esn:ESN",
     "window": "ptncn.baselines.window:Window",
     "spiking_ptncn": "ptncn.spiking.model:SpikingPTNCN",

@@ -35,6 +35,7 @@ SMALL = {
     "nobacktrack": dict(hidden=6, kalman=True),
     "tbptt": dict(hidden=6, k=3),
     "bptt": dict(hidden=6),
+    "sab": dict(hidden=6, k_trunc=2, k_att=2, k_top=2),
     "esn": dict(hidden=20),
     "window": dict(hidden=6, w=2),
     "spiking_ptncn": dict(hidden=(4, 3), window_ms=20.0, target="numpy"),
@@ -47,7 +48,8 @@ VARIANTS = [("ptncn", dict(engine="reference", K=2, temporal_error_rule=True)),
             ("window", dict(hidden=0, w=3)),
             ("learned_neuron", dict(variant="recurrent", recurrent_b=True)),
             ("tbptt", dict(cell="lstm")),
-            ("bptt", dict(cell="lstm"))]
+            ("bptt", dict(cell="lstm")),
+            ("sab", dict(cell="lstm", k_top=1))]
 EXTRAS = {"esn": "reservoirpy", "spiking_ptncn": "brian2"}
 
 
