@@ -82,8 +82,8 @@ def learner_curves(study_dir: str, doc: dict, axis: str, n: int = 200) -> dict:
         hists = run_histories(os.path.join(study_dir, label, "final"))
         if not hists:
             continue
-        top = min(h[-1][axis] for h in hists)          # where every seed has a value
-        grid = np.linspace(0, top, n)
+        lo = max(h[0][axis] for h in hists)             # where every seed has a value
+        grid = np.linspace(lo, max(lo, min(h[-1][axis] for h in hists)), n)
         c = np.array([curve(h, doc["metric"], axis, grid) for h in hists])
         out[label] = (grid, *band(c))
     return out
@@ -145,25 +145,50 @@ def summary_table(doc: dict, rows: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figure(study_dir: str, doc: dict) -> Figure:
-    """Validation score against training tokens (left) and seconds (right)."""
-    fig = Figure(figsize=(13, 4.8), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True)
-    for ax, axis, xlabel in zip(axes, ("tokens", "train_seconds"),
-                                ("training tokens (scored)", "training seconds")):
-        for i, (label, (grid, mean, half)) in enumerate(learner_curves(study_dir, doc,
-                                                                       axis).items()):
-            color = f"C{i % 10}"
-            ls = "-" if i < 10 else "--"
-            ax.plot(grid, mean, ls, color=color, label=label, lw=1.5)
-            ax.fill_between(grid, mean - half, mean + half, color=color, alpha=0.15, lw=0)
-        ax.set_xlabel(xlabel)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"validation {doc['metric']}")
-    axes[1].legend(fontsize=8, loc="best")
-    fig.suptitle(f"{doc['name']}: {doc['budget_s']:g} s of training per run, "
-                 f"{doc['final_seeds']} seeds (mean and 95% t-interval)")
-    _limit_y(axes[0], doc)
+def rows_of(study) -> tuple[list, list]:
+    """The labels of the truncation family (vanilla-cell TBPTT, BPTT and the window
+    control) and of the rest (other cells and learners), for the figure's two rows."""
+    first, rest = [], []
+    for label, entry in study.learners.items():
+        model = entry.get("model", {})
+        family = (model.get("learner") in ("tbptt", "bptt", "window")
+                  and model.get("cell", "rnn") == "rnn")
+        (first if family else rest).append(label)
+    return first, rest
+
+
+def figure(study_dir: str, doc: dict, rows: tuple[list, list]) -> Figure:
+    """Validation score against training tokens (left) and seconds (right); the
+    truncation family on top, the other learners below with BPTT repeated as the
+    reference."""
+    fig = Figure(figsize=(13, 9), layout="constrained")
+    axes = fig.subplots(2, 2, sharey=True)
+    colors = {label: f"C{i % 10}" for i, label in enumerate(doc["learners"])}
+    ref = [lab for lab in rows[0] if lab == "bptt"]
+    for col, (axis, xlabel) in enumerate((("tokens", "training tokens (scored)"),
+                                          ("train_seconds", "training seconds"))):
+        curves = learner_curves(study_dir, doc, axis)
+        for row, labels in enumerate((rows[0], rows[1] + ref)):
+            ax = axes[row, col]
+            for label in labels:
+                if label not in curves:
+                    continue
+                grid, mean, half = curves[label]
+                dashed = row == 1 and label in ref
+                ax.plot(grid, mean, "--" if dashed else "-", color=colors[label], lw=1.6,
+                        label=label + (" (reference)" if dashed else ""))
+                if not dashed:
+                    ax.fill_between(grid, mean - half, mean + half, color=colors[label],
+                                    alpha=0.12, lw=0)
+            ax.set_xlabel(xlabel)
+            ax.grid(alpha=0.3)
+            if col == 0:
+                ax.set_ylabel(f"validation {doc['metric']}")
+            if col == 1:
+                ax.legend(fontsize=8, loc="best")
+    fig.suptitle(f"{doc['name']}: {doc['budget_s']:g} s of training per run; mean over "
+                 f"{doc['final_seeds']} seeds, band: 95% t-interval")
+    _limit_y(axes[0, 0], doc)
     return fig
 
 
@@ -173,6 +198,9 @@ def _limit_y(ax, doc: dict) -> None:
     finals = [r["test_mean"] for r in doc["learners"].values()
               if r["test_mean"] is not None and math.isfinite(r["test_mean"])]
     if len(finals) < 2:
+        return
+    if doc["metric"].endswith("accuracy"):
+        ax.set_ylim(0.4, 1.02)
         return
     lo, hi = min(finals), max(finals)
     pad = 0.6 * (hi - lo) + 1e-9
@@ -207,7 +235,8 @@ def main(argv=None) -> int:
             f.write(text)
         write_json(os.path.join(out, "truncation.json"), {"study": doc, "summary": rows},
                    indent=2)
-        figure(out, doc).savefig(os.path.join(out, "curves.png"), dpi=110)
+        figure(out, doc, rows_of(load_study(path))).savefig(os.path.join(out, "curves.png"),
+                                                            dpi=110)
         print(text)
     return 0
 
