@@ -1,4 +1,5 @@
-"""Optimizers over dicts of named float32 arrays, updated in place.
+"""Optimizers over dicts of named arrays (float32, or float64 where a learner computes in
+it: every constant is taken in the parameter's precision), updated in place.
 
 Every optimizer takes *directions of descent* ``g`` (for P-TNCN the local LRA
 updates already divided by the batch size) and moves each parameter against
@@ -90,8 +91,9 @@ def apply_max_norm(p: np.ndarray, radius: float) -> None:
     if p.ndim < 2:
         return
     rows = p.reshape(p.shape[0], -1)
-    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float32))
-    scale = np.float32(radius) / np.maximum(norms, np.float32(radius))
+    f = p.dtype.type
+    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=p.dtype))
+    scale = f(radius) / np.maximum(norms, f(radius))
     p *= scale.reshape((-1,) + (1,) * (p.ndim - 1))
 
 
@@ -134,6 +136,8 @@ class Optimizer:
         if s is None or s.shape != like.shape:
             s = np.full(like.shape, fill, dtype=like.dtype)
             self.slots[slot][key] = s
+        elif s.dtype != like.dtype:                # loaded: in the parameter's precision
+            s = self.slots[slot][key] = s.astype(like.dtype)
         return s
 
     # -- the update ------------------------------------------------------------
@@ -152,7 +156,7 @@ class Optimizer:
         for key, g in grads.items():
             p = params[key]
             if self.weight_decay > 0.0:
-                g += np.float32(self.weight_decay) * p
+                g += p.dtype.type(self.weight_decay) * p
             self._update(key, p, g)
             if self.max_norm > 0.0:
                 apply_max_norm(p, self.max_norm)
@@ -299,7 +303,7 @@ class Optimizer:
     def load_state_dict(self, state: dict) -> None:
         self.forget_bounds()
         self.t = int(state["t"])
-        self.slots = {s: {k: np.array(v, dtype=np.float32) for k, v in
+        self.slots = {s: {k: np.array(v) for k, v in            # as saved; see _slot
                           state["slots"].get(s, {}).items()} for s in self.slot_names}
 
 
@@ -315,7 +319,8 @@ class SGD(Optimizer):
             kernels.sgd(blk.array[a:b], g, scale, self.lr)
 
     def _update(self, key, p, g):
-        g *= np.float32(self.lr)
+        f = p.dtype.type                # the parameter's precision
+        g *= f(self.lr)
         p -= g
 
 
@@ -341,10 +346,11 @@ class Momentum(Optimizer):
             kernels.momentum(blk.array[a:b], acc[a:b], g, scale, self.lr, self.momentum)
 
     def _update(self, key, p, g):
+        f = p.dtype.type                # the parameter's precision
         a = self._slot("accum", key, p)
-        a *= np.float32(self.momentum)
+        a *= f(self.momentum)
         a += g
-        np.multiply(a, np.float32(self.lr), out=g)
+        np.multiply(a, f(self.lr), out=g)
         p -= g
 
 
@@ -365,8 +371,9 @@ class Nesterov(Momentum):
             kernels.nesterov(blk.array[a:b], acc[a:b], g, scale, self.lr, self.momentum)
 
     def _update(self, key, p, g):
+        f = p.dtype.type                # the parameter's precision
         a = self._slot("accum", key, p)
-        mu, lr = np.float32(self.momentum), np.float32(self.lr)
+        mu, lr = f(self.momentum), f(self.lr)
         a *= mu
         a += g
         g *= lr
@@ -400,19 +407,19 @@ class Adam(Optimizer):
         return {"p": b["p"] + step, "m": m, "v": v}
 
     def _update(self, key, p, g):
+        f = p.dtype.type                # the parameter's precision
         m = self._slot("m", key, p)
         v = self._slot("v", key, p)
-        b1, b2 = np.float32(self.beta1), np.float32(self.beta2)
-        lr_t = np.float32(self.lr * np.sqrt(1.0 - self.beta2 ** self.t)
-                          / (1.0 - self.beta1 ** self.t))
+        b1, b2 = f(self.beta1), f(self.beta2)
+        lr_t = f(self.lr * np.sqrt(1.0 - self.beta2 ** self.t) / (1.0 - self.beta1 ** self.t))
         m *= b1
-        m += (np.float32(1) - b1) * g
+        m += (f(1) - b1) * g
         v *= b2
         np.square(g, out=g)
-        g *= np.float32(1) - b2
+        g *= f(1) - b2
         v += g
         np.sqrt(v, out=g)
-        g += np.float32(self.eps)
+        g += f(self.eps)
         np.divide(m, g, out=g)
         g *= lr_t
         p -= g
@@ -441,15 +448,16 @@ class RMSprop(Optimizer):
         return {"p": b["p"] + mom, "ms": ms, "mom": mom}
 
     def _update(self, key, p, g):
+        f = p.dtype.type                # the parameter's precision
         ms = self._slot("ms", key, p, fill=1.0)
         mom = self._slot("mom", key, p)
-        rho = np.float32(self.rho)
+        rho = f(self.rho)
         ms *= rho
-        ms += (np.float32(1) - rho) * np.square(g)
+        ms += (f(1) - rho) * np.square(g)
         # g <- lr * g / sqrt(ms + eps)
-        g *= np.float32(self.lr)
-        g /= np.sqrt(ms + np.float32(self.eps))
-        mom *= np.float32(self.momentum)
+        g *= f(self.lr)
+        g /= np.sqrt(ms + f(self.eps))
+        mom *= f(self.momentum)
         mom += g
         p -= mom
 

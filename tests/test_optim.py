@@ -371,6 +371,41 @@ def test_params_and_slots_stay_float32(name):
 
 
 @pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_float64_params_are_updated_in_float64(name):
+    """Constants take the parameter's precision: a float64 run is not a float32 run
+    (SGD: exactly p - lr g), its slots stay float64 and a state_dict round trip of it
+    is bitwise."""
+    kw = dict(OPTIONS[name], weight_decay=0.01, max_norm=2.0)
+    grads = [{k: v.astype(np.float64) for k, v in g.items()} for g in grad_sequence(4)]
+    a = make_optimizer(name, **kw)
+    pa = {k: v.astype(np.float64) for k, v in fresh_params().items()}
+    for i, g in enumerate(grads):
+        if i == 2:
+            state, at_2 = a.state_dict(), {k: v.copy() for k, v in pa.items()}
+        a.step(pa, copy_grads(g))
+    assert all(s.dtype == np.float64 for d in a.slots.values() for s in d.values())
+    b = make_optimizer(name, **kw)
+    b.load_state_dict(state)
+    for g in grads[2:]:
+        b.step(at_2, copy_grads(g))
+    for k in pa:
+        assert pa[k].dtype == np.float64
+        np.testing.assert_array_equal(at_2[k], pa[k])
+    single = {k: v.astype(np.float32) for k, v in fresh_params().items()}
+    c = make_optimizer(name, **kw)
+    for g in grad_sequence(4):
+        c.step(single, copy_grads(g))
+    assert any(not np.array_equal(pa[k], single[k].astype(np.float64)) for k in pa)
+
+
+def test_float64_sgd_is_exact():
+    p = {"w": np.array([0.3, -1.7, 2.0])}
+    g = np.array([0.1, 0.25, -3.0])
+    SGD(lr=0.05).step(p, {"w": g.copy()})
+    np.testing.assert_array_equal(p["w"], np.array([0.3, -1.7, 2.0]) - 0.05 * g)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
 def test_params_are_independent(name):
     # one optimizer over {W, b} == one optimizer per parameter, bitwise
     grads = grad_sequence(4, seed=1)
