@@ -83,10 +83,9 @@ def figure(doc: dict) -> Figure:
     return fig
 
 
-def main(argv=None) -> int:
-    from ptncn.sweep.study import load_study, run_study
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def study_args(description: str, argv=None) -> argparse.Namespace:
+    """The command line of a study script: specs, ``--out``, where to run."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("studies", nargs="+", help="study specs (models/studies/*.toml)")
     ap.add_argument("--out", required=True)
     where = ap.add_mutually_exclusive_group()
@@ -94,14 +93,23 @@ def main(argv=None) -> int:
     where.add_argument("--scheduler", default=None)
     ap.add_argument("--retries", type=int, default=2)
     ap.add_argument("--data-dir", default=None)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def run_studies(args: argparse.Namespace):
+    """Run (or finish) each study of ``args``: yields (its spec, its folder, its results)."""
+    from ptncn.sweep.study import load_study, run_study
+
     for path in args.studies:
-        name = load_study(path).name
-        out = os.path.join(args.out, name)
+        out = os.path.join(args.out, load_study(path).name)
         os.makedirs(out, exist_ok=True)
-        doc = run_study(path, out, workers=args.workers, scheduler=args.scheduler,
-                        retries=args.retries, data_dir=args.data_dir,
-                        log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        yield path, out, run_study(path, out, workers=args.workers, scheduler=args.scheduler,
+                                   retries=args.retries, data_dir=args.data_dir,
+                                   log=lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
+def main(argv=None) -> int:
+    for _, out, doc in run_studies(study_args(__doc__.split("\n")[0], argv)):
         text = table(doc)
         with open(os.path.join(out, "study.md"), "w") as f:
             f.write(text)

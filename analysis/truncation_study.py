@@ -21,7 +21,6 @@ The study itself (sweeps, resume, the test table) is ``compare_baselines.py``'s.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -31,7 +30,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare_baselines import fmt, table  # noqa: E402
+from compare_baselines import fmt, run_studies, study_args, table  # noqa: E402
 
 #: fractions of the training budget at which the validation score is compared
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
@@ -212,23 +211,9 @@ def _limit_y(ax, doc: dict) -> None:
 
 def main(argv=None) -> int:
     from ptncn.jsonio import write_json
-    from ptncn.sweep.study import load_study, run_study
+    from ptncn.sweep.study import load_study
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("studies", nargs="+", help="study specs (models/studies/truncation_*.toml)")
-    ap.add_argument("--out", required=True)
-    where = ap.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, default=2)
-    where.add_argument("--scheduler", default=None)
-    ap.add_argument("--retries", type=int, default=2)
-    ap.add_argument("--data-dir", default=None)
-    args = ap.parse_args(argv)
-    for path in args.studies:
-        out = os.path.join(args.out, load_study(path).name)
-        os.makedirs(out, exist_ok=True)
-        doc = run_study(path, out, workers=args.workers, scheduler=args.scheduler,
-                        retries=args.retries, data_dir=args.data_dir,
-                        log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    for path, out, doc in run_studies(study_args(__doc__.split("\n")[0], argv)):
         rows = summary(out, doc)
         text = table(doc) + "\n" + summary_table(doc, rows)
         with open(os.path.join(out, "truncation.md"), "w") as f:

@@ -16,6 +16,7 @@ from ptncn.baselines.rtrl import RTRL, SensitivityTooLarge
 from ptncn.baselines.uoro import UORO
 from ptncn.errors import ModelFileError
 from ptncn.optim import clip_grad_norm
+from fd import central_differences
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALL = [RTRL, UORO, NoBackTrack, TBPTT, BPTT]
@@ -85,18 +86,8 @@ def test_bptt_matches_central_finite_differences(out, act):
     xs, ms = _data(1)
     m = _make(BPTT, out=out, act=act)
     g = backward(m.cell, m.params, _tape(m, xs, ms), T)
-    p = m.params.copy()
-    cfg = m.config
-    e = 1e-6
-    for k in p:
-        fd = np.zeros_like(p[k])
-        for idx in np.ndindex(p[k].shape):
-            q = {kk: v.copy() for kk, v in p.items()}
-            q[k][idx] += e
-            lp = _total_loss(cfg, q, xs, ms)
-            q[k][idx] -= 2 * e
-            lm = _total_loss(cfg, q, xs, ms)
-            fd[idx] = (lp - lm) / (2 * e)
+    fds = central_differences(lambda q: _total_loss(m.config, q, xs, ms), m.params)
+    for k, fd in fds.items():
         np.testing.assert_allclose(g[k], fd, rtol=1e-6, atol=1e-8, err_msg=k)
 
 

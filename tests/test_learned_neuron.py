@@ -12,6 +12,7 @@ from ptncn.data.bitrecall import BitRecall
 from ptncn.learned_neuron import (LearnedNeuron, NeuronNet, init_theta, load_theta,
                                   theta_size)
 from ptncn.learner import learner_class, load_learner
+from fd import central_differences
 
 OPT = dict(optimizer="sgd", lr=0.1, momentum=0.9)
 
@@ -96,14 +97,7 @@ def test_two_layers_gradient_is_the_loss_derivative_through_one_transition():
 
     ln.step(xs[1], m)
     ln.step(xs[2], m)
-    for name in p:
-        num = np.zeros_like(p[name])
-        for i in np.ndindex(num.shape):
-            q = {k: v.copy() for k, v in p.items()}
-            q[name][i] += 1e-6
-            up = loss(q)
-            q[name][i] -= 2e-6
-            num[i] = (up - loss(q)) / 2e-6
+    for name, num in central_differences(loss, p).items():
         np.testing.assert_allclose(ln.updates[name], num, atol=1e-7, err_msg=name)
     assert np.abs(ln.updates["W1"]).max() > 1e-3
 

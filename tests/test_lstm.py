@@ -13,6 +13,7 @@ from ptncn.baselines.bptt import BPTT, TBPTT
 from ptncn.baselines.nobacktrack import NoBackTrack
 from ptncn.baselines.rtrl import RTRL
 from ptncn.baselines.uoro import UORO
+from fd import central_differences
 
 X, H, B, T = 4, 3, 3, 6
 
@@ -74,22 +75,11 @@ def test_vjp_matches_finite_differences_of_the_step():
     def f(pp, sp):
         return float((lstm.transition(cfg, pp, sp, x, m)[0] * u).sum())
 
-    e = 1e-6
-    fd = np.zeros_like(s_prev)
-    for idx in np.ndindex(s_prev.shape):
-        d = np.zeros_like(s_prev)
-        d[idx] = e
-        fd[idx] = (f(p, s_prev + d) - f(p, s_prev - d)) / (2 * e)
+    fd = central_differences(lambda d: f(p, d["s"]), {"s": s_prev})["s"]
     np.testing.assert_allclose(u_prev, fd, rtol=1e-6, atol=1e-9)
+    fds = central_differences(lambda q: f(q, s_prev), p)
     for k in ("W_in", "W_rec", "b"):
-        fdk = np.zeros_like(p[k])
-        for idx in np.ndindex(p[k].shape):
-            q = {kk: v.copy() for kk, v in p.items()}
-            q[k][idx] += e
-            lp = f(q, s_prev)
-            q[k][idx] -= 2 * e
-            fdk[idx] = (lp - f(q, s_prev)) / (2 * e)
-        np.testing.assert_allclose(grads[k], fdk, rtol=1e-6, atol=1e-9, err_msg=k)
+        np.testing.assert_allclose(grads[k], fds[k], rtol=1e-6, atol=1e-9, err_msg=k)
     np.testing.assert_allclose(lstm.vjp_state(p, tr, u), u_prev, rtol=1e-14)
     np.testing.assert_allclose(lstm.vjp_params(tr, u)["W_rec"], grads["W_rec"], rtol=1e-14)
 
@@ -109,20 +99,6 @@ def _objective(cfg, p, xs, ms, windows):
     return total
 
 
-def _fd_grad(cfg, p, fn, e=1e-6):
-    out = {}
-    for k in p:
-        fd = np.zeros_like(p[k])
-        for idx in np.ndindex(p[k].shape):
-            q = {kk: v.copy() for kk, v in p.items()}
-            q[k][idx] += e
-            lp = fn(q)
-            q[k][idx] -= 2 * e
-            fd[idx] = (lp - fn(q)) / (2 * e)
-        out[k] = fd
-    return out
-
-
 def _one_update(cls, xs, ms, **kw):
     """The parameter change of one plain SGD update with lr = 1 (= minus the gradient)."""
     model = cls(X, hidden=H, cell="lstm", dtype="float64", optimizer="sgd", lr=1.0, clip=0.0,
@@ -140,7 +116,7 @@ def test_bptt_update_is_the_gradient_of_the_sequence_loss(out):
     xs, ms = _data(1)
     p0, g = _one_update(BPTT, xs, ms, out=out)
     cfg = _cfg(out=out)
-    fd = _fd_grad(cfg, p0, lambda q: _objective(cfg, q, xs, ms, [(0, T)]))
+    fd = central_differences(lambda q: _objective(cfg, q, xs, ms, [(0, T)]), p0)
     for k in p0:
         np.testing.assert_allclose(g[k], fd[k], rtol=1e-6, atol=1e-9, err_msg=k)
 
@@ -150,7 +126,7 @@ def test_tbptt_window_update_is_the_gradient_of_the_window_loss():
     xs, ms = _data(2, T=3)
     p0, g = _one_update(TBPTT, xs, ms, k=3)
     cfg = _cfg()
-    fd = _fd_grad(cfg, p0, lambda q: _objective(cfg, q, xs, ms, [(0, 3)]))
+    fd = central_differences(lambda q: _objective(cfg, q, xs, ms, [(0, 3)]), p0)
     for k in p0:
         np.testing.assert_allclose(g[k], fd[k], rtol=1e-6, atol=1e-9, err_msg=k)
 

@@ -12,6 +12,7 @@ import pytest
 from ptncn.baselines import lstm, rnn
 from ptncn.baselines.bptt import TBPTT
 from ptncn.baselines.sab import SAB, sparsify
+from fd import central_differences
 
 X, H, B = 4, 3, 3
 
@@ -214,15 +215,8 @@ def test_one_update_is_the_gradient_of_its_objective(cell, seed, T, k_top):
     fixed = {"states": states, "w": ws, "tau": taus, "live": live, "window": window,
              "losses": set(range(t_end - pend + 1, t_end + 1)),
              "mems": [states[t][:, :H] for t in range(T) if (t + 1) % cfg.k_att == 0]}
-    e = 1e-6
-    for k in p:
-        fd = np.zeros_like(p[k])
-        for idx in np.ndindex(p[k].shape):
-            q = {kk: v.copy() for kk, v in p.items()}
-            q[k][idx] += e
-            lp = _forward(cfg, q, xs, ms, fixed)
-            q[k][idx] -= 2 * e
-            fd[idx] = (lp - _forward(cfg, q, xs, ms, fixed)) / (2 * e)
+    fds = central_differences(lambda q: _forward(cfg, q, xs, ms, fixed), p)
+    for k, fd in fds.items():
         assert np.abs(fd).max() > 1e-6, k
         np.testing.assert_allclose(grads[k], fd, rtol=1e-6, atol=1e-9, err_msg=k)
 

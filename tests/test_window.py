@@ -9,6 +9,7 @@ from ptncn.baselines import rnn
 from ptncn.baselines.window import (Window, WindowConfig, batch_loss, forward, gradient,
                                     init_params, shift)
 from ptncn.learner import load_learner
+from fd import central_differences
 
 
 def onehot(symbols, X=2):
@@ -96,18 +97,8 @@ def _analytic(cfg, p, u, x, m):
     return gradient(cfg, p, cache, rnn.logit_grad(cfg.out, y, x, m, float(m.sum())))
 
 
-def _numeric(cfg, p, u, x, m, eps=1e-6):
-    out = {}
-    for k, v in p.items():
-        g = np.zeros_like(v)
-        for i in np.ndindex(v.shape):
-            q = {kk: vv.copy() for kk, vv in p.items()}
-            q[k][i] = v[i] + eps
-            plus = batch_loss(cfg, q, u, x, m)
-            q[k][i] = v[i] - eps
-            g[i] = (plus - batch_loss(cfg, q, u, x, m)) / (2 * eps)
-        out[k] = g
-    return out
+def _numeric(cfg, p, u, x, m):
+    return central_differences(lambda q: batch_loss(cfg, q, u, x, m), p)
 
 
 @pytest.mark.parametrize("out", ["softmax", "sigmoid", "identity"])
