@@ -135,6 +135,9 @@ MODEL = {
         "gamma": "learning-rate factor of the error weights E",
         "zeta": "strength of top-down control (0: off)",
         "clip": "clipping radius (Frobenius norm) of every update",
+        "clip_mode": "what clip bounds: \"sum\" (the reference code's: the update summed "
+                     "over the batch, before dividing by its size) or \"mean\" (the "
+                     "batch-mean update)",
         "wght_sd": "standard deviation of the initial W, U, M, V",
         "err_wght_sd": "standard deviation of the initial error weights E",
         "temporal_error_rule": "learn E with the temporal error rule",
@@ -227,10 +230,11 @@ def _allowed() -> dict:
     """(learner, field) -> the names it accepts, from the modules that check them."""
     from .activations import ACTIVATIONS, OUTPUTS
     from .baselines.rnn import ACTS, CELLS, OUTS
-    from .ptncn import ENGINES
+    from .ptncn import CLIP_MODES, ENGINES
     from .spiking.config import TARGETS
     out = {("ptncn", "act"): tuple(ACTIVATIONS), ("ptncn", "out"): tuple(OUTPUTS),
            ("ptncn", "engine"): ENGINES, ("spiking_ptncn", "out"): tuple(OUTPUTS),
+           ("ptncn", "clip_mode"): CLIP_MODES, ("spiking_ptncn", "clip_mode"): CLIP_MODES,
            ("spiking_ptncn", "target"): TARGETS,
            ("esn", "readout"): ("ridge", "rls"), ("esn", "out"): tuple(OUTS),
            ("esn", "dtype"): ("float32", "float64")}

@@ -216,7 +216,7 @@ class FastEngine:
         Frobenius norm of every update (none when clipping is off).  Reuses
         (overwrites) ``inputs``, the layer inputs of :meth:`preactivations`."""
         cfg, L = self.cfg, self.cfg.L
-        u = DenseUpdates(cfg.clip, 1.0 / batch, self.kernels)
+        u = DenseUpdates(cfg.clip_radius(batch), 1.0 / batch, self.kernels)
         err = [q["e0"]] + [q[f"eps{l}"] for l in range(1, L + 1)]   # err[l-1] drives W_l
         jobs = [(self.W1, q["z1"], q["e0"])]                        # W_1 = clip(z_1.T @ e_0)
         for l in range(1, L + 1):            # the blocks [M; V; U; W_{l+1}], right factor eps_l

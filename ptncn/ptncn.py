@@ -16,7 +16,8 @@ One time step (all layers in parallel, from the previous step's state
     y_l   = phi(h_l - beta * d_l)
     eps_l = (z_l - y_l) * m
 
-Local updates (descent directions; each clipped to Frobenius norm <= clip)::
+Local updates (descent directions; each clipped to Frobenius norm <= clip, or
+<= clip * batch with ``clip_mode = "mean"``)::
 
     dW_1 = z_1.T @ e_0        dW_l = z_l.T @ eps_{l-1}  (l >= 2)
     dE_l = gamma * dW_l.T     (or, temporal rule, -gamma * e_{l-1}.T @ (eps_l - eps_l_prev))
@@ -49,6 +50,8 @@ ENGINES = ("fast", "reference")
 # ---------------------------------------------------------------------------
 #: the real-number options of :class:`LRAOptions`
 LRA_NUMBERS = ("beta", "alpha", "gamma", "zeta", "clip", "wght_sd", "err_wght_sd")
+#: what ``clip`` bounds: the update summed over the batch (the reference code) or its mean
+CLIP_MODES = ("sum", "mean")
 
 
 @dataclass(kw_only=True)
@@ -56,8 +59,10 @@ class LRAOptions:
     """What P-TNCN and the spiking P-TNCN share (docs/model.md): the input size, the
     latent layer sizes h_1..h_L, the correction step ``beta``, the error mixing
     ``alpha``, the error-weight rate ``gamma``, top-down control ``zeta`` (0: off), the
-    update clipping radius ``clip``, the initial weight scales and the temporal error
-    rule for E."""
+    update clipping radius ``clip`` and what it bounds (``clip_mode``: "sum", the
+    reference code's, bounds each update summed over the batch rows, before it is
+    divided by the batch size; "mean" bounds the batch-mean update the optimizer
+    receives), the initial weight scales and the temporal error rule for E."""
 
     x_dim: int
     hidden: tuple[int, ...] = (1000, 1000)
@@ -66,6 +71,7 @@ class LRAOptions:
     gamma: float = 1.0
     zeta: float = 1.0
     clip: float = 1.0
+    clip_mode: str = "sum"
     wght_sd: float = 0.05
     err_wght_sd: float = 0.05
     temporal_error_rule: bool = False
@@ -77,6 +83,11 @@ class LRAOptions:
     @property
     def L(self) -> int:
         return len(self.hidden)
+
+    def clip_radius(self, batch: int) -> float:
+        """The Frobenius radius of the summed (not yet batch-divided) update: ``clip``, or
+        ``clip * batch`` when ``clip_mode`` is "mean" (the same bound on the mean)."""
+        return self.clip * batch if self.clip_mode == "mean" else self.clip
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -109,6 +120,9 @@ class PTNCNConfig(LRAOptions, LearnerConfig):
             raise ValueError(f"K (correction iterations) must be an integer >= 1, got {self.K!r}")
         self.K = int(self.K)
         check_finite_numbers(self, *LRA_NUMBERS)
+        if self.clip_mode not in CLIP_MODES:
+            raise ValueError(f"clip_mode must be one of {', '.join(CLIP_MODES)}, "
+                             f"got {self.clip_mode!r}")
         if self.zeta < 0:
             raise ValueError(f"zeta must be >= 0 (0 switches top-down control off), got {self.zeta}")
         acts.get_activation(self.act)
@@ -281,7 +295,7 @@ def clip_frobenius(g: np.ndarray, radius: float) -> np.ndarray:
 
 def local_updates(p: dict, state: State, q: dict, cfg: PTNCNConfig) -> dict[str, np.ndarray]:
     """The LRA descent directions (clipped, not yet divided by the batch size)."""
-    L, r, g = cfg.L, cfg.clip, F32(cfg.gamma)
+    L, r, g = cfg.L, cfg.clip_radius(state.x_prev.shape[0]), F32(cfg.gamma)
     s = [state.x_prev, *state.s]
     d: dict[str, np.ndarray] = {}
     for l in range(1, L + 1):

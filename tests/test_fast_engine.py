@@ -25,6 +25,7 @@ CONFIGS = [
     dict(zeta=0.0, act="sign", out="sigmoid"),
     dict(act="stochastic_binary"),
     dict(act="relu", clip=0.02, gamma=2.5),
+    dict(act="relu", clip=0.05, clip_mode="mean", gamma=2.5),
 ]
 
 

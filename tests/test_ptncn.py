@@ -216,6 +216,28 @@ def test_clipping_bound_holds(radius):
     assert any(np.isclose(np.linalg.norm(u) * B, radius, rtol=1e-4) for u in m.updates.values())
 
 
+@pytest.mark.parametrize("engine", ["reference", "fast"])
+def test_mean_clip_mode_bounds_the_batch_mean_update(engine):
+    """clip_mode = "mean": the applied (batch-divided) update is clipped at the radius,
+    the same update as "sum" with the radius times the batch size, bitwise."""
+    B, radius = 7, 0.05
+    runs = {}
+    for mode, r in (("mean", radius), ("sum", radius * B)):
+        rng = np.random.default_rng(3)
+        m = PTNCN(8, (6, 6), clip=r, clip_mode=mode, wght_sd=1.0, err_wght_sd=1.0,
+                  gamma=3.0, optimizer="sgd", lr=0.1, seed=1, engine=engine)
+        norms = []
+        for t in range(6):
+            m.step(one_hot_batch(rng, B, 8, 1)[0])
+            norms += [np.linalg.norm(u.astype(np.float64)) for u in m.updates.values()]
+        runs[mode] = m
+        assert max(norms) <= radius * (1 + 1e-5) and max(norms) > 0.5 * radius
+    for k in runs["sum"].params:
+        np.testing.assert_array_equal(runs["mean"].params[k], runs["sum"].params[k])
+    with pytest.raises(ValueError, match="clip_mode must be one of sum, mean, got 'row'"):
+        PTNCN(8, (6, 6), clip_mode="row")
+
+
 def test_first_step_of_every_sequence_never_updates():
     rng = np.random.default_rng(0)
     m = PTNCN(5, (4, 4), optimizer="nesterov", lr=0.5, seed=0)
