@@ -77,6 +77,10 @@ OPTIMIZER = {
     "beta2": "Adam's second-moment decay",
     "eps": "the denominator's regulariser (adam, rmsprop)",
     "rho": "RMSprop's squared-gradient decay",
+    "lr_schedule": "the learning rate over the updates (lr times a factor; none: constant): "
+                   "{kind = \"step\", every = N, factor = 0.5}, {kind = \"exponential\", "
+                   "half_life = N} or {kind = \"cosine\", over = N, floor = 0} (N in "
+                   "updates; saved and resumed with the model)",
 }
 
 #: [task] parameters; a task's own entry overrides the shared one

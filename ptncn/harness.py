@@ -136,7 +136,7 @@ RECORD_KEYS = {"traces": ListOf((str,)), "rows": ListOf((COUNT,)), "every": SIZE
                "compression": OneOf(("lzf", "gzip", "none"))}
 OPTIMIZER_KEYS = {"name": OneOf(tuple(OPTIMIZERS)), "lr": POSITIVE, "momentum": FRACTION,
                   "weight_decay": NONNEG, "max_norm": NONNEG, "beta1": FRACTION,
-                  "beta2": FRACTION, "eps": POSITIVE, "rho": FRACTION}
+                  "beta2": FRACTION, "eps": POSITIVE, "rho": FRACTION, "lr_schedule": dict}
 #: what a task constructor's annotated parameter accepts (its ints are sizes or counts >= 1)
 TASK_TYPES = {int: SIZE, float: Num(), bool: bool, str: str}
 DEFAULTS = {

@@ -16,8 +16,11 @@ rmsprop   ms = rho ms + (1-rho) g^2  (ms starts at 1, as in TF1);
           mom = mu * mom + lr * g / sqrt(ms + eps);  p -= mom
 ========  ==================================================================
 
-Two optional extras apply to every optimizer:
+Three optional extras apply to every optimizer:
 
+* ``lr_schedule``: the learning rate of the update made after ``t`` updates is
+  ``lr * lr_factor(schedule, t)`` (step, exponential or cosine decay; see
+  :func:`check_schedule`); saved and resumed with ``t``.
 * ``weight_decay`` (L2, coupled): ``g += weight_decay * p`` before the update.
 * ``max_norm``: after the update each row of every 2-D parameter is rescaled
   so that its Euclidean norm is at most ``max_norm``:
@@ -97,8 +100,52 @@ def apply_max_norm(p: np.ndarray, radius: float) -> None:
     p *= scale.reshape((-1,) + (1,) * (p.ndim - 1))
 
 
+#: learning-rate schedules: kind -> {key: default}; ``lr_factor`` gives the factor
+SCHEDULES = {"step": {"every": None, "factor": 0.5},
+             "exponential": {"half_life": None},
+             "cosine": {"over": None, "floor": 0.0}}
+
+
+def check_schedule(schedule) -> dict | None:
+    """``lr_schedule`` checked and completed with its defaults (ValueError naming the
+    problem): None, or ``{kind = "step", every, factor = 0.5}``, ``{kind =
+    "exponential", half_life}`` or ``{kind = "cosine", over, floor = 0}`` (``every``,
+    ``half_life``, ``over`` in updates, integers >= 1; ``factor``, ``floor`` in [0, 1])."""
+    if schedule is None:
+        return None
+    kind = schedule.get("kind") if isinstance(schedule, dict) else None
+    if kind not in SCHEDULES:
+        raise ValueError(f"lr_schedule: expected a table with kind one of "
+                         f"{', '.join(SCHEDULES)}, got {schedule!r}")
+    keys = SCHEDULES[kind]
+    out = {"kind": kind, **keys, **{k: v for k, v in schedule.items() if k != "kind"}}
+    bad = [k for k, v in out.items() if k != "kind" and (
+        k not in keys or v is None or isinstance(v, bool) or not isinstance(v, (int, float))
+        or (keys[k] is None and (int(v) != v or v < 1))
+        or (keys[k] is not None and not 0.0 <= v <= 1.0))]
+    if bad:
+        raise ValueError(f"lr_schedule: bad or missing {', '.join(bad)} for kind {kind!r} "
+                         f"(keys: {', '.join(keys)}), got {schedule!r}")
+    return out
+
+
+def lr_factor(schedule: dict | None, t: int) -> float:
+    """The factor on the learning rate of the update made after ``t`` updates."""
+    if schedule is None:
+        return 1.0
+    kind = schedule["kind"]
+    if kind == "step":
+        return schedule["factor"] ** (t // schedule["every"])
+    if kind == "exponential":
+        return 0.5 ** (t / schedule["half_life"])
+    floor, f = schedule["floor"], min(t, schedule["over"]) / schedule["over"]
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * f))
+
+
 class Optimizer:
-    """Base class: holds hyperparameters, per-parameter slots and a step count."""
+    """Base class: holds hyperparameters, per-parameter slots and a step count.  With
+    an ``lr_schedule`` (:func:`check_schedule`) the learning rate ``lr`` of each update
+    is the base rate times :func:`lr_factor` of the updates made before it."""
 
     name = "base"
     slot_names: tuple[str, ...] = ()
@@ -110,14 +157,15 @@ class Optimizer:
     fused = False
 
     def __init__(self, lr: float = 0.01, weight_decay: float = 0.0,
-                 max_norm: float = 0.0):
+                 max_norm: float = 0.0, lr_schedule: dict | None = None):
         if not np.isfinite(lr) or lr < 0:
             raise ValueError(f"learning rate must be a finite number >= 0, got {lr!r}")
         if not np.isfinite(weight_decay) or weight_decay < 0:
             raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
         if not np.isfinite(max_norm) or max_norm < 0:
             raise ValueError(f"max_norm must be a finite number >= 0 (0 = off), got {max_norm!r}")
-        self.lr = float(lr)
+        self.lr = self.base_lr = float(lr)
+        self.lr_schedule = check_schedule(lr_schedule)
         self.weight_decay = float(weight_decay)
         self.max_norm = float(max_norm)
         self.t = 0
@@ -128,8 +176,18 @@ class Optimizer:
 
     # -- configuration -------------------------------------------------------
     def hyperparams(self) -> dict:
-        return {"name": self.name, "lr": self.lr, "weight_decay": self.weight_decay,
-                "max_norm": self.max_norm}
+        hp = {"name": self.name, "lr": self.lr if self.lr_schedule is None else self.base_lr,
+              "weight_decay": self.weight_decay,
+              "max_norm": self.max_norm}
+        if self.lr_schedule is not None:
+            hp["lr_schedule"] = dict(self.lr_schedule)
+        return hp
+
+    def _count_step(self) -> None:
+        """One more update (with a schedule, at the learning rate it gives)."""
+        if self.lr_schedule is not None:
+            self.lr = self.base_lr * lr_factor(self.lr_schedule, self.t)
+        self.t += 1
 
     def _slot(self, slot: str, key: str, like: np.ndarray, fill: float = 0.0) -> np.ndarray:
         s = self.slots[slot].get(key)
@@ -145,7 +203,7 @@ class Optimizer:
         """Count one step and update every parameter named in ``grads`` (in place).
         A step that would make a parameter or slot non-finite is undone and raises
         :class:`~ptncn.errors.NonFiniteStepError`."""
-        self.t += 1
+        self._count_step()
         self._checked([_Unit(k, params[k], [(k, ...)], _norm(g),
                              partial(self.apply, params, {k: g}))
                        for k, g in grads.items()])
@@ -253,7 +311,7 @@ class Optimizer:
         in one pass; the others get ``scale * g`` formed in a reused buffer and take
         the ordinary update.  Checked like :meth:`step`.
         """
-        self.t += 1
+        self._count_step()
         fused = self.fused and self.weight_decay == 0.0 and self.max_norm == 0.0
         if not fused:
             size = max(blk.array.size for blk, _ in blocks)

@@ -219,7 +219,7 @@ def adapt_curve(learner, adapt_task, test_task, counts, test_batches: int = 0, l
     count is reached or passed by the stream's batch size).
     """
     if lr and learner.optimizer is not None:
-        learner.optimizer.lr = float(lr)
+        learner.optimizer.lr = learner.optimizer.base_lr = float(lr)
     stream = simulate(learner, adapt_task, itertools.count(), learn=True)
     curve, seen = [], 0
     for target in counts:

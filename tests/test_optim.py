@@ -441,3 +441,81 @@ def test_resolve_optimizer_by_name_or_instance():
     assert "momentum" not in sgd.state_dict()["hyperparams"]
     with pytest.raises(ValueError, match="unknown optimizer"):
         resolve_optimizer("lbfgs", 0.1, 0.9, 0.0, 0.0)
+
+
+# -- learning-rate schedules -------------------------------------------------------------
+
+@pytest.mark.parametrize("schedule,factors", [
+    ({"kind": "step", "every": 2, "factor": 0.1}, [1, 1, 0.1, 0.1, 0.01]),
+    ({"kind": "exponential", "half_life": 2}, [1, 2 ** -0.5, 0.5, 2 ** -1.5, 0.25]),
+    ({"kind": "cosine", "over": 4}, [1, 0.5 + 0.5 * np.cos(np.pi / 4), 0.5,
+                                     0.5 - 0.5 * np.cos(np.pi / 4), 0.0]),
+    ({"kind": "cosine", "over": 2, "floor": 0.2}, [1, 0.6, 0.2, 0.2, 0.2]),
+])
+def test_lr_schedule_factors_by_hand(schedule, factors):
+    """SGD with lr 0.1 and a gradient of 1: each update moves p by 0.1 times the
+    schedule's factor of the updates made before it."""
+    opt = SGD(lr=0.1, lr_schedule=schedule)
+    p = {"w": np.zeros(1)}
+    moves = []
+    for _ in factors:
+        before = p["w"][0]
+        opt.step(p, {"w": np.ones(1)})
+        moves.append(before - p["w"][0])
+    np.testing.assert_allclose(moves, 0.1 * np.array(factors), rtol=1e-12, atol=1e-15)
+    assert opt.hyperparams()["lr"] == 0.1 and opt.hyperparams()["lr_schedule"]["kind"]
+
+
+def test_lr_schedule_resumes_from_the_state_dict():
+    kw = dict(lr=0.01, lr_schedule={"kind": "step", "every": 2, "factor": 0.5})
+    grads = grad_sequence(6)
+    a, pa = Adam(**kw), fresh_params()
+    for i, g in enumerate(grads):
+        if i == 3:
+            state, at_3 = a.state_dict(), {k: v.copy() for k, v in pa.items()}
+        a.step(pa, copy_grads(g))
+    b = make_optimizer(**{**a.hyperparams()})
+    b.load_state_dict(state)
+    for g in grads[3:]:
+        b.step(at_3, copy_grads(g))
+    for k in pa:
+        np.testing.assert_array_equal(at_3[k], pa[k])
+
+
+@pytest.mark.parametrize("bad,match", [
+    ({"kind": "linear"}, "kind one of step, exponential, cosine"),
+    ({"kind": "step"}, "missing every"),
+    ({"kind": "step", "every": 0}, "bad or missing every"),
+    ({"kind": "cosine", "over": 10, "floor": 2.0}, "floor"),
+    ({"kind": "exponential", "half_life": 5, "every": 3}, "every"),
+    ("cosine", "expected a table"),
+])
+def test_bad_lr_schedules_name_the_problem(bad, match):
+    with pytest.raises(ValueError, match=match):
+        SGD(lr=0.1, lr_schedule=bad)
+
+
+def test_lr_schedule_from_a_config_file_is_one_clear_error():
+    from ptncn.harness import ConfigError, validate
+    base = {"name": "t", "task": {"name": "cyclic"}, "model": {"hidden": [4]},
+            "optimizer": {"name": "sgd", "lr": 0.1}}
+    validate({**base, "optimizer": {"name": "sgd", "lr": 0.1,
+                                    "lr_schedule": {"kind": "cosine", "over": 100}}})
+    with pytest.raises(ConfigError, match=r"\[optimizer\] lr_schedule: .*kind one of"):
+        validate({**base, "optimizer": {"name": "sgd", "lr": 0.1,
+                                        "lr_schedule": {"kind": "warm"}}})
+
+
+def test_lr_schedule_travels_with_a_saved_learner(tmp_path):
+    from ptncn.baselines.bptt import TBPTT
+    from ptncn.learner import load_learner
+    sched = {"kind": "exponential", "half_life": 3}
+    m = TBPTT(4, hidden=5, k=2, optimizer=Adam(lr=0.01, lr_schedule=sched), seed=0)
+    rng = np.random.default_rng(0)
+    m.reset(2)
+    for _ in range(5):
+        m.step(np.eye(4, dtype=np.float32)[rng.integers(0, 4, 2)], np.ones((2, 1), np.float32))
+    m.save(tmp_path / "m.npz")
+    back = load_learner(tmp_path / "m.npz")
+    assert back.optimizer.lr_schedule == sched and back.optimizer.t == m.optimizer.t > 0
+    assert back.optimizer.base_lr == 0.01
