@@ -47,11 +47,10 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from peers import first_cores, ptncn_threads_setup, run_worker, worker_env  # noqa: E402
+from peers import (find_python, first_cores, ptncn_threads_setup, run_worker,  # noqa: E402
+                   worker_env)
 
 TORCH_STEP = os.path.join(HERE, "torch_lstm_step.py")
-#: where the PyTorch environment is looked for last (relative to the repository)
-DEFAULT_TORCH_PYTHON = os.path.join(".venv-torch", "bin", "python")
 CONFIG = os.path.join(ROOT, "models", "ptb_char_small.toml")
 NAMES = ("W_in", "W_rec", "b", "W_out", "c")
 TOLERANCE = 1e-6
@@ -172,11 +171,8 @@ def bench_ptncn(path: str, runs: int, warmup: int) -> dict:
 # launching the sides
 # ---------------------------------------------------------------------------
 def find_torch_python(given: str | None = None) -> str | None:
-    """The PyTorch environment's interpreter: ``given``, else $PTNCN_TORCH_PYTHON, else
-    .venv-torch/bin/python in the repository; None when that file does not exist."""
-    path = (given or os.environ.get("PTNCN_TORCH_PYTHON")
-            or os.path.join(ROOT, DEFAULT_TORCH_PYTHON))
-    return path if os.path.isfile(path) else None
+    """The PyTorch environment's interpreter (:func:`peers.find_python`)."""
+    return find_python("torch", given)
 
 
 def agreement_check(torch_python: str, batches, x_dim: int, hidden: int, workdir: str,

@@ -40,8 +40,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 JAX_STEP = os.path.join(HERE, "jax_step.py")
-#: where the JAX environment is looked for last (relative to the repository)
-DEFAULT_JAX_PYTHON = os.path.join(".venv-jax", "bin", "python")
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 #: the small model of the equality check (hyperparameters other than clip: published)
 CHECK = dict(x_dim=12, hidden=(8, 8), batch=6, steps=6, seed=0)
@@ -98,11 +96,18 @@ def reference_worker(out: str, clip: float) -> dict:
 # ---------------------------------------------------------------------------
 # launching workers
 # ---------------------------------------------------------------------------
-def find_jax_python(given: str | None = None) -> str | None:
-    """The JAX environment's interpreter: ``given``, else $PTNCN_JAX_PYTHON, else
-    .venv-jax/bin/python in the repository; None when that file does not exist."""
-    path = given or os.environ.get("PTNCN_JAX_PYTHON") or os.path.join(ROOT, DEFAULT_JAX_PYTHON)
+def find_python(peer: str, given: str | None = None) -> str | None:
+    """A peer library's own interpreter (``peer`` "jax", "torch"): ``given``, else
+    $PTNCN_<PEER>_PYTHON, else .venv-<peer>/bin/python in the repository; None when that
+    file does not exist."""
+    path = (given or os.environ.get(f"PTNCN_{peer.upper()}_PYTHON")
+            or os.path.join(ROOT, f".venv-{peer}", "bin", "python"))
     return path if os.path.isfile(path) else None
+
+
+def find_jax_python(given: str | None = None) -> str | None:
+    """The JAX environment's interpreter (:func:`find_python`)."""
+    return find_python("jax", given)
 
 
 def first_cores(n: int) -> list[int]:
