@@ -183,7 +183,7 @@ def figure(study_dir: str, doc: dict, rows: tuple[list, list]) -> Figure:
             ax.grid(alpha=0.3)
             if col == 0:
                 ax.set_ylabel(f"validation {doc['metric']}")
-            if col == 1:
+            if col == 1 and ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=8, loc="best")
     fig.suptitle(f"{doc['name']}: {doc['budget_s']:g} s of training per run; mean over "
                  f"{doc['final_seeds']} seeds, band: 95% t-interval")
